@@ -55,13 +55,21 @@ class Histogram:
 
 
 class Counter:
-    __slots__ = ("value",)
+    __slots__ = ("value", "function")
 
     def __init__(self) -> None:
         self.value = 0.0
+        self.function: Callable[[], float] | None = None
 
     def inc(self, amount: float = 1.0) -> None:
         self.value += amount
+
+    def set_function(self, function: Callable[[], float]) -> None:
+        """Read a monotonic total kept elsewhere (e.g. summed from worker processes)."""
+        self.function = function
+
+    def read(self) -> float:
+        return self.value + (self.function() if self.function is not None else 0.0)
 
 
 class Gauge:
@@ -161,7 +169,7 @@ class CounterFamily(_Family):
         name = self.name[:-6] if self.name.endswith("_total") else self.name
         family = CounterMetricFamily(name, self.documentation, labels=self.labelnames)
         for key, child in self.children():
-            family.add_metric(list(key), child.value)
+            family.add_metric(list(key), child.read())
         return family
 
 

@@ -1,0 +1,14 @@
+"""prepwatch: watch the input side of PyTorch training from Prometheus.
+
+    import prepwatch
+    watch = prepwatch.start(run="resnet50")
+    for x, y in watch.loader(train_loader):
+        ...
+"""
+
+from prepwatch._version import __version__
+from prepwatch.hooks.worker_stats import stage
+from prepwatch.runtime import current, start, stop
+from prepwatch.watch import Watch
+
+__all__ = ["Watch", "__version__", "current", "stage", "start", "stop"]

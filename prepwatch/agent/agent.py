@@ -1,0 +1,134 @@
+"""The agent process: HTTP endpoint, rank fan-in, and node-level sources."""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any, Iterator, Optional
+
+from prometheus_client.core import Metric
+
+from prepwatch._version import __version__
+from prepwatch.agent.aggregator import RankAggregator
+from prepwatch.context import Context
+from prepwatch.exporter.http import MetricsServer
+from prepwatch.identity import Identity
+from prepwatch.metrics.registry import LabelledView
+from prepwatch.sources_loader import start_sources
+
+log = logging.getLogger("prepwatch")
+ENV_AGENT_DIR = "PREPWATCH_AGENT_DIR"
+
+
+def default_state_dir() -> Path:
+    runtime = os.environ.get("XDG_RUNTIME_DIR")
+    base = Path(runtime) if runtime else Path(tempfile.gettempdir())
+    return base / f"prepwatch-{os.getuid()}"
+
+
+def prepare_state_dir(path: Path) -> Path:
+    """Create ``path`` (0700) with ranks/ and artifacts/; fail clearly when unwritable."""
+    try:
+        path.mkdir(mode=0o700, parents=True, exist_ok=True)
+        (path / "ranks").mkdir(mode=0o700, exist_ok=True)
+        (path / "artifacts").mkdir(mode=0o700, exist_ok=True)
+        probe = path / ".write-test"
+        probe.write_text("ok")
+        probe.unlink()
+    except OSError as exc:
+        raise PermissionError(
+            f"prepwatch: state directory {path} is not writable ({exc.strerror}); pass another "
+            "with --state-dir (or state_dir=...)"
+        ) from None
+    return path
+
+
+class Agent:
+    """Serves ``/metrics`` for every rank registered under ``state_dir``.
+
+    ``run`` names the single job this agent serves (``prepwatch run``); its own
+    node-level series then carry that ``run`` label so they join with the ranks'.
+    """
+
+    def __init__(
+        self,
+        state_dir: Optional[Path] = None,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 9400,
+        run: Optional[str] = None,
+        sources: bool = True,
+        sample_interval: float = 1.0,
+        basic_auth: Optional[tuple[str, str]] = None,
+        tls: Optional[tuple[str, str]] = None,
+        owns_state_dir: bool = False,
+    ) -> None:
+        self.owns_state_dir = owns_state_dir
+        if state_dir is None:
+            state_dir = Path(tempfile.mkdtemp(prefix="prepwatch-"))
+            self.owns_state_dir = True
+        self.state_dir = prepare_state_dir(Path(state_dir))
+        self.run = run
+        self.ctx = Context.create(Identity(run=run or "agent"))
+        reg = self.ctx.registry
+        reg.gauge("prepwatch_build_info", "prepwatch version.", ["version"]).labels(__version__).set(1)
+        self.aggregator = RankAggregator(self.state_dir / "ranks", self.ctx.errors.report)
+        self._sources = (
+            start_sources(self.ctx, pids=self.aggregator.pids, interval=sample_interval)
+            if sources else []
+        )
+        own = LabelledView(reg, {"run": run}) if run else reg
+        self.collector = _Union(own, self.aggregator)
+        try:
+            self.server = MetricsServer(
+                self.collector, host=host, port=port,
+                artifacts_root=self.state_dir / "artifacts",
+                basic_auth=basic_auth, tls=tls, port_option="--port",
+                on_error=self.ctx.errors.report,
+            )
+        except BaseException:
+            self._close_parts()
+            raise
+
+    @property
+    def url(self) -> str:
+        return self.server.url
+
+    def env(self) -> dict[str, str]:
+        """Environment a job needs to report here."""
+        env = {ENV_AGENT_DIR: str(self.state_dir)}
+        if self.run:
+            env["PREPWATCH_RUN"] = self.run
+        return env
+
+    def _close_parts(self) -> None:
+        for source in self._sources:
+            try:
+                source.close()
+            except Exception as exc:
+                self.ctx.errors.report("sources", exc)
+        self.aggregator.close()
+
+    def close(self) -> None:
+        self.server.close()
+        self._close_parts()
+        if self.owns_state_dir:
+            shutil.rmtree(self.state_dir, ignore_errors=True)
+        else:  # a shared node agent leaves the folder but drops its sockets' folder contents
+            for stale in (self.state_dir / "ranks").glob("*.sock"):
+                try:
+                    stale.unlink()
+                except OSError:
+                    pass
+
+
+class _Union:
+    def __init__(self, *collectors: Any) -> None:
+        self._collectors = collectors
+
+    def collect(self) -> Iterator[Metric]:
+        for collector in self._collectors:
+            yield from collector.collect()

@@ -1,0 +1,123 @@
+"""Collect snapshots from every registered rank at scrape time and merge them."""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, Callable, Iterator, Optional
+
+from prometheus_client.core import GaugeMetricFamily, Metric
+
+from prepwatch.exporter import snapshot
+
+GONE_MEMORY_SECONDS = 600.0  # how long a vanished rank keeps exporting prepwatch_rank_up 0
+
+
+def _read_socket(path: Path, timeout: float) -> bytes:
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.settimeout(timeout)
+        sock.connect(str(path))
+        chunks = []
+        while True:
+            chunk = sock.recv(1 << 20)
+            if not chunk:
+                break
+            chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+class RankAggregator:
+    """Scrape-time fan-in from ``<state>/ranks/*.sock``.
+
+    A socket that refuses connections belongs to a process that died without
+    cleaning up (SIGKILL, OOM killer): it is removed, and the rank is exported as
+    ``prepwatch_rank_up 0`` for ``GONE_MEMORY_SECONDS`` so the loss is visible.
+    """
+
+    def __init__(
+        self,
+        ranks_dir: Path,
+        on_error: Callable[[str, BaseException], None],
+        timeout: float = 2.0,
+    ) -> None:
+        self.ranks_dir = Path(ranks_dir)
+        self._on_error = on_error
+        self._timeout = timeout
+        self._known: dict[str, dict[str, Any]] = {}  # socket name -> identity
+        self._gone: dict[tuple[str, str], float] = {}  # (run, rank) -> when it vanished
+        self._pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="prepwatch-agg")
+
+    def pids(self) -> list[int]:
+        """Pids of the ranks seen at the last collection (for process-tree sources)."""
+        return [int(i["pid"]) for i in self._known.values() if "pid" in i]
+
+    def _fetch(self, path: Path) -> Optional[tuple[dict[str, Any], list[Metric]]]:
+        try:
+            return snapshot.decode(_read_socket(path, self._timeout))
+        except (ConnectionRefusedError, FileNotFoundError):
+            pid = int(path.stem) if path.stem.isdigit() else -1
+            if pid > 0 and not _pid_alive(pid):
+                try:
+                    path.unlink()
+                except FileNotFoundError:
+                    pass
+                identity = self._known.pop(path.name, None)
+                if identity is not None:
+                    self._gone[(identity["run"], str(identity["rank"]))] = time.time()
+            return None
+        except Exception as exc:
+            self._on_error("aggregator", exc)
+            return None
+
+    def collect(self) -> Iterator[Metric]:
+        try:
+            paths = sorted(self.ranks_dir.glob("*.sock"))
+        except OSError as exc:
+            self._on_error("aggregator", exc)
+            paths = []
+        results = list(self._pool.map(self._fetch, paths)) if paths else []
+        sources = []
+        up = GaugeMetricFamily(
+            "prepwatch_rank_up",
+            "1 while a registered rank answers; 0 after it vanished without unregistering.",
+            labels=["run", "rank"],
+        )
+        live: set[tuple[str, str]] = set()
+        for path, result in zip(paths, results):
+            if result is None:
+                continue
+            identity, metrics = result
+            self._known[path.name] = identity
+            labels = {"run": str(identity["run"]), "rank": str(identity["rank"])}
+            live.add((labels["run"], labels["rank"]))
+            sources.append((labels, metrics))
+        for run, rank in sorted(live):
+            up.add_metric([run, rank], 1.0)
+            self._gone.pop((run, rank), None)
+        now = time.time()
+        for (run, rank), since in list(self._gone.items()):
+            if now - since > GONE_MEMORY_SECONDS:
+                del self._gone[(run, rank)]
+            elif (run, rank) not in live:
+                up.add_metric([run, rank], 0.0)
+        yield from snapshot.merge(sources)
+        yield up
+        yield GaugeMetricFamily(
+            "prepwatch_agent_ranks", "Ranks currently registered with this agent.", value=len(live)
+        )
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=False)

@@ -1,0 +1,61 @@
+"""Rank side of the node-agent link: a Unix socket that answers with a snapshot.
+
+The agent connects when Prometheus scrapes it; the rank's background thread
+renders its registry and closes the connection. Nothing is pushed on a timer, so an
+unscraped job pays nothing. A Unix socket in the agent's 0700 state directory is
+reachable only by the same user: no TCP listener per rank.
+"""
+
+from __future__ import annotations
+
+import os
+import socketserver
+import threading
+from pathlib import Path
+from typing import Any, Callable
+
+from prepwatch.exporter import snapshot
+
+
+class RankLink:
+    def __init__(
+        self,
+        agent_dir: Path,
+        collector: Any,
+        identity: dict[str, Any],
+        on_error: Callable[[str, BaseException], None],
+    ) -> None:
+        ranks = Path(agent_dir) / "ranks"
+        if not ranks.is_dir():
+            raise FileNotFoundError(
+                f"prepwatch: agent directory {agent_dir} has no ranks/ folder; is `prepwatch agent` "
+                "running with this --state-dir? Unset PREPWATCH_AGENT_DIR to serve metrics "
+                "from this process instead."
+            )
+        self.path = ranks / f"{os.getpid()}.sock"
+        collector_, identity_, on_error_ = collector, identity, on_error
+
+        class Handler(socketserver.BaseRequestHandler):
+            def handle(self) -> None:
+                try:
+                    self.request.sendall(snapshot.encode(collector_, identity_))
+                except Exception as exc:
+                    on_error_("agent_link", exc)
+
+        if self.path.exists():
+            self.path.unlink()
+        self._server = socketserver.ThreadingUnixStreamServer(str(self.path), Handler)
+        self._server.daemon_threads = True
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, name="prepwatch-agent-link", daemon=True
+        )
+        self._thread.start()
+        self.url = None
+
+    def close(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+        try:
+            self.path.unlink()
+        except FileNotFoundError:
+            pass

@@ -1,0 +1,1 @@
+"""The hot path: what runs per batch in the training loop and per sample in workers."""

@@ -1,0 +1,172 @@
+"""``prepwatch.start()``: set up this process' metrics and where they are served.
+
+Two ways to be served, chosen by the environment:
+
+* ``$PREPWATCH_AGENT_DIR`` set (``prepwatch run``, or a node ``prepwatch agent``):
+  the process registers a Unix socket with the agent, which serves every rank of
+  the node on one port. No port is opened here.
+* otherwise the process serves its own endpoint on 127.0.0.1:9400 (+ LOCAL_RANK, so
+  ranks of one node do not collide).
+"""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import os
+import shutil
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any, Optional, Union
+
+from prepwatch._version import __version__
+from prepwatch.context import Context
+from prepwatch.exporter.http import MetricsServer, validate_bind
+from prepwatch.exporter.rank_link import RankLink
+from prepwatch.identity import Identity
+from prepwatch.metrics.registry import LabelledView
+from prepwatch.sources_loader import start_sources
+from prepwatch.watch import Watch
+
+log = logging.getLogger("prepwatch")
+DEFAULT_PORT = 9400
+
+_lock = threading.Lock()
+_watch: Optional[Watch] = None
+
+
+def _port_from_env(local_rank: int) -> int:
+    raw = os.environ.get("PREPWATCH_PORT")
+    if raw:
+        try:
+            return int(raw)
+        except ValueError:
+            raise ValueError(f"PREPWATCH_PORT={raw!r} is not an integer port") from None
+    return DEFAULT_PORT + local_rank
+
+
+def _writable_dir(path: Path, option: str) -> Path:
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        probe = path / f".prepwatch-write-test-{os.getpid()}"
+        probe.write_text("ok")
+        probe.unlink()
+    except OSError as exc:
+        raise PermissionError(
+            f"prepwatch: directory {path} is not writable ({exc.strerror}); pass another with "
+            f"{option}"
+        ) from None
+    return path
+
+
+def start(
+    run: Optional[str] = None,
+    *,
+    host: Optional[str] = None,
+    port: Optional[int] = None,
+    agent_dir: Union[str, Path, None] = None,
+    state_dir: Union[str, Path, None] = None,
+    sources: bool = True,
+    sample_interval: float = 1.0,
+    basic_auth: Optional[tuple[str, str]] = None,
+    tls: Optional[tuple[str, str]] = None,
+) -> Watch:
+    """Start prepwatch in this process and return its :class:`Watch`.
+
+    Calling it again returns the running Watch. Arguments are checked here, at
+    set-up: a taken port or an unwritable directory raises at once with the fix.
+
+    Args:
+        run: job name, the ``run`` label (default: ``$PREPWATCH_RUN``,
+            ``$TORCHELASTIC_RUN_ID`` or the script name).
+        host, port: where to serve /metrics when no agent is present
+            (default 127.0.0.1 and 9400 + LOCAL_RANK; ``$PREPWATCH_HOST``/``$PREPWATCH_PORT``).
+            Binding anything but loopback exposes the endpoint: an explicit choice.
+        agent_dir: report to the agent with this state directory instead of serving
+            (default ``$PREPWATCH_AGENT_DIR``).
+        state_dir: where this process writes artifacts (overlays) when serving itself;
+            default a temporary directory removed at exit.
+        sources: sample GPU and host in a background thread (standalone mode only;
+            with an agent, the agent samples them).
+    """
+    global _watch
+    with _lock:
+        if _watch is not None:
+            return _watch
+        identity = Identity.from_env(run)
+        ctx = Context.create(identity)
+        reg = ctx.registry
+        reg.gauge("prepwatch_build_info", "prepwatch version.", ["version"]).labels(__version__).set(1)
+        reg.gauge(
+            "prepwatch_start_timestamp_seconds", "Unix time prepwatch.start() ran in this process."
+        ).labels().set(time.time())
+        ctx.errors.precreate("loader", "worker_hook", "worker")
+
+        agent = agent_dir if agent_dir is not None else os.environ.get("PREPWATCH_AGENT_DIR")
+        exporter: Any
+        extra: list[Any] = []
+        if agent:
+            agent_path = Path(agent)
+            artifacts = agent_path / "artifacts" / identity.run / f"rank{identity.rank}"
+            _writable_dir(artifacts, "PREPWATCH_AGENT_DIR (the agent's --state-dir)")
+            exporter = RankLink(
+                agent_path, reg, {
+                    "run": identity.run, "rank": identity.rank, "local_rank": identity.local_rank,
+                    "world_size": identity.world_size, "pid": identity.pid, "host": identity.host,
+                },
+                ctx.errors.report,
+            )
+        else:
+            host = host if host is not None else os.environ.get("PREPWATCH_HOST", "127.0.0.1")
+            port = port if port is not None else _port_from_env(identity.local_rank)
+            validate_bind(host, port)
+            if state_dir is None:
+                root = Path(tempfile.mkdtemp(prefix="prepwatch-"))
+                atexit.register(shutil.rmtree, root, True)
+            else:
+                root = _writable_dir(Path(state_dir), "state_dir=...")
+            artifacts = _writable_dir(root / identity.run / f"rank{identity.rank}", "state_dir=...")
+            exporter = MetricsServer(
+                LabelledView(reg, identity.labels()), host=host, port=port,
+                artifacts_root=root, basic_auth=basic_auth, tls=tls,
+                port_option="prepwatch.start(port=...) or $PREPWATCH_PORT",
+                on_error=ctx.errors.report,
+            )
+            if sources:
+                extra = start_sources(ctx, pids=lambda: [os.getpid()], interval=sample_interval)
+        watch = Watch(ctx, _Exporter(exporter, extra), artifacts)
+        watch.worker_stats.activate()
+        _watch = watch
+        atexit.register(stop)
+        return watch
+
+
+def current() -> Optional[Watch]:
+    """The running Watch of this process, if :func:`start` was called."""
+    return _watch
+
+
+def stop() -> None:
+    """Stop serving, stop samplers, release the port. Safe to call more than once."""
+    global _watch
+    with _lock:
+        watch, _watch = _watch, None
+    if watch is not None:
+        watch.stop()
+
+
+class _Exporter:
+    def __init__(self, server: Any, extras: list[Any]) -> None:
+        self._server = server
+        self._extras = extras
+
+    @property
+    def url(self) -> Optional[str]:
+        return getattr(self._server, "url", None)
+
+    def close(self) -> None:
+        for extra in self._extras:
+            extra.close()
+        self._server.close()
