@@ -1,0 +1,1 @@
+"""Command line: `prepwatch run|agent|demo|probe-io|check-transform|dashboards`."""
