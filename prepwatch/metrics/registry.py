@@ -74,11 +74,7 @@ class Registry:
         with self._lock:
             families = list(self._families.values())
             collectors = list(self._collectors)
-        for family in families:
-            try:
-                yield family.collect()
-            except Exception as exc:  # a scrape must not fail because one family did
-                self._report(family.name, exc)
+        # Custom collectors first: a failure among them is then counted in this same scrape.
         for component, collector in collectors:
             try:
                 metrics = list(collector.collect())
@@ -86,6 +82,11 @@ class Registry:
                 self._report(component, exc)
                 continue
             yield from metrics
+        for family in families:
+            try:
+                yield family.collect()
+            except Exception as exc:  # a scrape must not fail because one family did
+                self._report(family.name, exc)
 
     def _report(self, component: str, exc: BaseException) -> None:
         if self.on_collect_error is not None:

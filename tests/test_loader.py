@@ -1,0 +1,169 @@
+"""watch.loader() on real DataLoaders with real workers, scraped over real HTTP."""
+
+from __future__ import annotations
+
+import threading
+import queue
+import time
+
+import pytest
+from torch.utils.data import DataLoader
+
+from datasets import DictSamples, Stream, TensorPairs
+from helpers import scrape, value
+
+
+def counts(url: str) -> dict[str, float]:
+    s = scrape(url)
+    return {
+        "steps": value(s, "prepwatch_steps_total"),
+        "samples": value(s, "prepwatch_samples_total"),
+        "wait_n": value(s, "prepwatch_data_wait_seconds_count"),
+        "wait_sum": value(s, "prepwatch_data_wait_seconds_sum"),
+        "step_n": value(s, "prepwatch_step_duration_seconds_count"),
+        "first_n": value(s, "prepwatch_first_batch_wait_seconds_count"),
+        "fetch_n": value(s, "prepwatch_sample_fetch_seconds_count", stage="total"),
+        "read_n": value(s, "prepwatch_sample_fetch_seconds_count", stage="read"),
+        "read_sum": value(s, "prepwatch_sample_fetch_seconds_sum", stage="read"),
+        "errors": value(s, "prepwatch_internal_errors_total"),
+        "workers": value(s, "prepwatch_dataloader_workers"),
+    }
+
+
+@pytest.mark.parametrize(
+    "workers,context,persistent",
+    [(0, None, False), (2, "fork", False), (2, "fork", True), (2, "spawn", False), (2, "spawn", True)],
+)
+def test_every_batch_is_recorded_across_epochs(watch, workers, context, persistent):
+    dl = DataLoader(
+        TensorPairs(48, delay=0.001), batch_size=8, num_workers=workers,
+        multiprocessing_context=context, persistent_workers=persistent,
+    )
+    loader = watch.loader(dl)
+    seen = 0
+    for _epoch in range(3):
+        for x, y in loader:
+            assert x.shape == (len(y), 3, 8, 8)  # batches are passed through untouched
+            seen += len(y)
+    c = counts(watch.url)
+    assert seen == 144
+    assert c["samples"] == 144 and c["steps"] == 18
+    assert c["first_n"] == 3  # one first batch per pass
+    assert c["wait_n"] == c["step_n"] == 15
+    assert c["workers"] == workers
+    assert c["errors"] == 0
+    if workers:
+        # measured inside the workers, carried home in shared memory
+        assert c["fetch_n"] == 144
+        assert c["read_n"] == 144
+        assert 144 * 0.001 <= c["read_sum"] < 144 * 0.05
+    else:
+        assert c["fetch_n"] == 0  # in-process fetch is the loop's own data wait
+
+
+def test_break_out_of_the_loop_and_start_again(watch):
+    dl = DataLoader(TensorPairs(64), batch_size=4, num_workers=2, persistent_workers=True)
+    loader = watch.loader(dl)
+    for i, _ in enumerate(loader):
+        if i == 4:
+            break
+    for i, _ in enumerate(loader):
+        if i == 2:
+            break
+    c = counts(watch.url)
+    assert c["steps"] == 8 and c["samples"] == 32
+    assert c["first_n"] == 2
+
+
+def test_batch_size_found_in_dicts_tuples_lists_or_given(watch):
+    list(watch.loader(DataLoader(DictSamples(10), batch_size=4)))  # dict of tensors: 4+4+2
+    list(watch.loader([[1, 2, 3], [4, 5]]))  # plain lists of samples
+    list(watch.loader(DataLoader(Stream(6), batch_size=3, num_workers=1)))  # iterable dataset
+    list(watch.loader(iter([object(), object()]), batch_size=16))  # given
+    assert counts(watch.url)["samples"] == 10 + 5 + 6 + 32
+
+
+def test_waits_are_what_the_loop_waits_for_a_slow_generator(watch):
+    def slow():
+        for i in range(6):
+            time.sleep(0.05)
+            yield i
+
+    for _ in watch.loader(slow()):
+        pass
+    c = counts(watch.url)
+    assert c["wait_n"] == 5
+    assert 5 * 0.05 <= c["wait_sum"] < 5 * 0.05 + 0.2
+
+
+class Prefetcher:
+    """A background-thread prefetcher, like the ones used to overlap host-to-device copies."""
+
+    def __init__(self, iterable, depth=8):
+        self.iterable, self.depth = iterable, depth
+
+    def __iter__(self):
+        q: queue.Queue = queue.Queue(self.depth)
+        done = object()
+
+        def fill():
+            for item in self.iterable:
+                q.put(item)
+            q.put(done)
+
+        threading.Thread(target=fill, daemon=True).start()
+        while (item := q.get()) is not done:
+            yield item
+
+
+def test_prefetching_wrapper_hides_the_slow_loader_and_that_is_what_is_measured(watch):
+    dl = DataLoader(TensorPairs(40, delay=0.004), batch_size=4, num_workers=2)
+    steps = 0
+    for _ in watch.loader(Prefetcher(dl), dataloader=dl):
+        time.sleep(0.03)  # the "model step" is slower than loading: the prefetcher keeps up
+        steps += 1
+    c = counts(watch.url)
+    assert steps == 10
+    # The loop itself barely waited, although each batch took ~8 ms of worker time...
+    assert c["wait_sum"] / c["wait_n"] < 0.005
+    # ...and the worker-side fetch time is still measured through dataloader=.
+    assert c["fetch_n"] == 40
+    assert c["read_sum"] >= 40 * 0.004
+
+
+def test_len_and_attributes_fall_through(watch):
+    dl = DataLoader(TensorPairs(10), batch_size=4)
+    wrapped = watch.loader(dl)
+    assert len(wrapped) == 3
+    assert wrapped.dataset is dl.dataset and wrapped.batch_size == 4
+
+
+def test_bad_arguments_fail_at_setup_with_a_clear_message(watch):
+    with pytest.raises(TypeError, match="iterable of batches"):
+        watch.loader(42)
+    with pytest.raises(TypeError, match="DataLoader behind"):
+        watch.loader([1], dataloader=[1])
+    with pytest.raises(ValueError, match="batch_size must be"):
+        watch.loader([1], batch_size=-3)
+
+
+def test_a_fault_inside_the_hook_is_counted_and_the_loop_goes_on(watch, caplog):
+    def broken_size(batch):
+        raise RuntimeError("bad sizer")
+
+    out = [b for b in watch.loader([1, 2, 3, 4], batch_size=broken_size)]
+    assert out == [1, 2, 3, 4]
+    s = scrape(watch.url)
+    assert value(s, "prepwatch_internal_errors_total", component="loader") == 4
+    assert sum("bad sizer" in r.getMessage() for r in caplog.records) == 1  # logged once
+
+
+def test_user_worker_init_fn_still_runs(watch, tmp_path):
+    marker = tmp_path / "seen"
+
+    def init(worker_id):
+        (marker.parent / f"seen{worker_id}").write_text("1")
+
+    dl = DataLoader(TensorPairs(8), batch_size=2, num_workers=2, worker_init_fn=init)
+    list(watch.loader(dl))
+    assert (tmp_path / "seen0").exists() and (tmp_path / "seen1").exists()
