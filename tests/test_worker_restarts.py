@@ -36,7 +36,7 @@ def test_100_epochs_of_restarted_workers_leave_the_scrape_unchanged(watch):
     body, _ = scrape_once()
     samples = parse(body)
     assert set(samples) == first_series  # no series per worker pid
-    assert abs(len(body) - len(first_body)) < 200  # only the numbers changed
+    assert len(body) < 1.05 * len(first_body)  # only the numbers (their digits) changed
     assert value(samples, "prepwatch_sample_fetch_seconds_count", stage="total") == 1600
     assert _fds() <= fds_before + 2  # no file or shared-memory handle per restart
     timings = sorted(scrape_once()[1] for _ in range(5))
