@@ -7,7 +7,7 @@ it is valid when ``docs/runbooks/<f>.md`` exists and has a heading whose GitHub 
 from __future__ import annotations
 
 import re
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -21,7 +21,7 @@ def github_anchor(heading: str) -> str:
     return text.replace(" ", "-")
 
 
-@lru_cache(maxsize=None)
+@cache
 def anchors(path: Path) -> frozenset[str]:
     found: list[str] = []
     in_code = False
