@@ -142,6 +142,10 @@ class Nvml:
         value = self._call("nvmlDeviceGetUUID", index, handle)
         return None if value is None else _text(value)
 
+    def name(self, handle: Any, index: int) -> Optional[str]:
+        value = self._call("nvmlDeviceGetName", index, handle)
+        return None if value is None else _text(value)
+
     def utilization_samples(self, handle: Any, index: int, since_us: int) -> list[tuple[int, float]]:
         """GPU-utilization samples newer than ``since_us`` as ``(timestamp_us, percent)``.
 
