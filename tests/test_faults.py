@@ -1,0 +1,55 @@
+"""Fault injection with real processes: the job goes on, or ends exactly as it would alone."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import torch
+
+from helpers import scrape, value, wait_for
+
+JOBS = Path(__file__).parent / "jobs"
+
+
+def test_a_killed_worker_ends_the_job_exactly_as_without_prepwatch():
+    outs = {}
+    for mode in ("bare", "wrapped"):
+        out = subprocess.run([sys.executable, str(JOBS / "killable_worker.py"), mode],
+                             capture_output=True, text=True, timeout=120)
+        outs[mode] = out.stdout.strip().splitlines()[-1]
+    assert outs["bare"] == outs["wrapped"] == "RuntimeError: True"
+
+
+def test_empty_batches_and_nan_values_are_fine(watch):
+    batches = [torch.empty(0, 3), torch.full((4, 3), float("nan")), torch.full((2, 3), float("inf"))]
+    assert len(list(watch.loader(batches))) == 3
+    s = scrape(watch.url)
+    assert value(s, "prepwatch_samples_total") == 6
+    assert value(s, "prepwatch_internal_errors_total") == 0
+
+
+def test_state_dir_deleted_mid_run_the_job_goes_on(tmp_path):
+    marker = tmp_path / "m"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "prepwatch.cli.main", "run", "--port", "0", "--", sys.executable,
+         str(JOBS / "train_loop.py"), "--seconds", "8", "--marker", str(marker), "--workers", "1"],
+        stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        url = re.search(r"(http://\S+/metrics)", proc.stderr.readline()).group(1)
+        wait_for(lambda: (value(scrape(url), "prepwatch_steps_total") or 0) > 0, timeout=60)
+        state = Path((tmp_path / "m.env").read_text())
+        shutil.rmtree(state)
+        s = scrape(url)  # the agent still answers; the rank is simply no longer reachable
+        assert value(s, "prepwatch_build_info") == 1
+        assert proc.wait(timeout=60) == 0  # the job trained to its end and exited cleanly
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGKILL)
+            proc.wait()
+        proc.stderr.close()
