@@ -60,12 +60,15 @@ RESULTS = ("aligned", "misaligned", "inconclusive")
 KINDS = ("iou", "offset", "out_of_bounds", "foreign", "phantom")
 
 EDGE_TOLERANCE_PX = 0.5
-NEAREST_EXTRA_PX = 0.5
+NEAREST_EXTRA_PX = 1.0
 ROTATED_EDGE_PX = 1.5
-CENTROID_TOLERANCE_PX = 1.5
+CENTROID_TOLERANCE_PX = 2.0
 # A misalignment whose box still overlaps its object (IoU >= 0.5) by at most this many
 # pixels is an "offset" (a convention slip); anything worse is "iou" (box off its object).
 OFFSET_KIND_MAX_PX = 2.0
+# A region whose centroid is this close to the centre of its enclosing box is treated as
+# centrally symmetric (a parallelogram: any affine image of a rectangle).
+SYMMETRY_PX = 0.5
 # Below this many marked pixels a region is too small to measure.
 MIN_EVIDENCE_PX = 4.0
 
@@ -117,7 +120,7 @@ def measure_region(gray: np.ndarray, ramp: int = 2) -> Evidence:
     touches = r0 == 0 or c0 == 0 or r1 == height - 1 or c1 == width - 1
     quantized = (float(c0), float(r0), float(c1 + 1), float(r1 + 1))
     qcx, qcy = (quantized[0] + quantized[2]) / 2, (quantized[1] + quantized[3]) / 2
-    symmetric = abs(cx - qcx) <= 0.75 and abs(cy - qcy) <= 0.75
+    symmetric = abs(cx - qcx) <= SYMMETRY_PX and abs(cy - qcy) <= SYMMETRY_PX
     ev = Evidence(
         present=True, box=quantized, touches_border=touches, centroid=(cx, cy),
         symmetric=symmetric, area=mass,
@@ -215,30 +218,41 @@ def _find_marked(
 
 
 def judge(sample: ProbeInput, marked: int, out: ProbeOutput, scale: float = 1.0) -> TrialResult:
-    """Verdict of one probe trial (the sample had box ``marked`` painted)."""
+    """Verdict of one probe trial (the sample had box ``marked`` painted).
+
+    ``scale``: output canvas size over input canvas size; with the marked box's own
+    change of size it bounds how far interpolation smears an edge.
+    """
     height, width = out.gray.shape
-    ramp = 2 + int(math.ceil(max(scale, 1.0)))
-    evidence = measure_region(out.gray, ramp)
+    zoom = max(scale, 1.0)
+    evidence = measure_region(out.gray, _ramp(zoom))
     outcome_idx = classify(out.boxes, width, height)
     outcomes = {name: int((outcome_idx == i).sum()) for i, name in enumerate(OUTCOMES)}
     outcomes["dropped"] = max(0, len(sample.boxes) - len(out.boxes))
     res = TrialResult(result="aligned", canvas=(width, height), outcomes=outcomes)
-    if evidence.present:
-        res.expected = evidence.box
 
     if out.labels is not None and len(out.labels):
         foreign = np.setdiff1d(out.labels, sample.labels)
         if len(foreign):
             res.result, res.kind = "misaligned", "foreign"
             res.note = f"labels {foreign[:4].tolist()} belong to other samples of the batch"
+            res.expected = evidence.box if evidence.present else None
             return res
     index, res.note = _find_marked(out, sample, marked, evidence)
     if index is None:
         res.result = "inconclusive"
         res.note = res.note or "the transform dropped the marked box"
+        res.expected = evidence.box if evidence.present else None
         return res
     got = tuple(float(v) for v in out.boxes[index])
     res.got = got  # type: ignore[assignment]
+    src = sample.boxes[marked]
+    box_zoom = max((got[2] - got[0]) / (src[2] - src[0]), (got[3] - got[1]) / (src[3] - src[1]))
+    if np.isfinite(box_zoom) and _ramp(max(zoom, box_zoom)) != _ramp(zoom):
+        zoom = max(zoom, box_zoom)
+        evidence = measure_region(out.gray, _ramp(zoom))
+    if evidence.present:
+        res.expected = evidence.box
     box_outcome = OUTCOMES[int(outcome_idx[index])]
     if box_outcome == "out_of_bounds":
         res.result, res.kind = "misaligned", "out_of_bounds"
@@ -261,7 +275,7 @@ def judge(sample: ProbeInput, marked: int, out: ProbeOutput, scale: float = 1.0)
         return res
 
     res.iou = iou(evidence.box, got)
-    failed, res.error_px, detail = _compare(evidence, got)
+    failed, res.error_px, detail = _compare(evidence, got, zoom)
     if failed:
         res.result = "misaligned"
         gross = res.iou < 0.5 or (res.error_px or 0.0) > OFFSET_KIND_MAX_PX
@@ -270,43 +284,43 @@ def judge(sample: ProbeInput, marked: int, out: ProbeOutput, scale: float = 1.0)
     return res
 
 
-def _compare(evidence: Evidence, got: tuple[float, ...]) -> tuple[bool, float, str]:
+def _ramp(zoom: float) -> int:
+    """Pixels an edge may be smeared over: two, plus the upscaling factor."""
+    return 2 + int(math.ceil(min(zoom, 64.0)))
+
+
+def _compare(evidence: Evidence, got: tuple[float, ...], zoom: float) -> tuple[bool, float | None, str]:
+    """(failed, error in px, explanation) for a kept box against a visible object."""
     ev = evidence.box
     if evidence.axis_aligned:
         errors = [ev[i] - got[i] for i in range(4)]
-        worst, detail = 0.0, ""
         failed = False
         for i, err in enumerate(errors):
             tol = EDGE_TOLERANCE_PX
             if evidence.hard_edges[i] and abs(got[i] - round(got[i])) > 0.01:
                 tol += NEAREST_EXTRA_PX
-            if abs(err) > worst:
-                worst = abs(err)
-            if abs(err) > tol:
-                failed = True
+            failed = failed or abs(err) > tol
+        detail = ""
         if failed:
             names = ("left", "top", "right", "bottom")
             parts = [f"{n} {e:+.2f}" for n, e in zip(names, errors) if abs(e) > 0.05]
             detail = "box edges off the object by " + ", ".join(parts) + " px"
-        return failed, worst, detail
+        return failed, max(abs(e) for e in errors), detail
+    d = ROTATED_EDGE_PX * max(zoom, 1.0)
+    if evidence.touches_border:
+        excess = max(got[0] - ev[0], got[1] - ev[1], ev[2] - got[2], ev[3] - got[3], 0.0)
+        if excess > d:
+            return True, excess, f"visible object {_fmt(ev)} sticks out of its box {_fmt(got)}"
+        return False, None, ""
     w, h = got[2] - got[0], got[3] - got[1]
     cx, cy = (got[0] + got[2]) / 2, (got[1] + got[3]) / 2
     offset = max(abs(evidence.centroid[0] - cx), abs(evidence.centroid[1] - cy))
-    if evidence.touches_border:
-        d = ROTATED_EDGE_PX
-        inside = (
-            ev[0] >= got[0] - d and ev[1] >= got[1] - d
-            and ev[2] <= got[2] + d and ev[3] <= got[3] + d
-        )
-        if not inside:
-            return True, offset, f"visible object {_fmt(ev)} sticks out of its box {_fmt(got)}"
-        return False, offset, ""
-    if evidence.symmetric and offset > CENTROID_TOLERANCE_PX:
+    if evidence.symmetric and offset > CENTROID_TOLERANCE_PX * max(zoom, 1.0):
         return True, offset, f"box centre {offset:.2f} px from the object's centre"
-    floor = shrink_iou(w, h, ROTATED_EDGE_PX)
+    floor = shrink_iou(w, h, d)
     value = iou(ev, got)
     if value < floor:
-        return True, offset, f"IoU {value:.3f} below {floor:.3f} (box {w:.0f}x{h:.0f} px)"
+        return True, offset, f"IoU {value:.3f} below {floor:.3f} for a {w:.0f}x{h:.0f} px box"
     return False, offset, ""
 
 

@@ -21,7 +21,7 @@ from typing import Any, Callable, Optional, Sequence
 from prepwatch.context import Context
 from prepwatch.sources.gpu import GpuSampler
 from prepwatch.sources.host import HostSampler, ProcessSampler, ProcessTree
-from prepwatch.sources.io import instrument_open, timed_open
+from prepwatch.sources.io import instrument_open, mark_internal_thread, timed_open
 
 log = logging.getLogger("prepwatch")
 
@@ -75,6 +75,7 @@ class SamplerLoop:
         self.ticks += 1
 
     def _run(self) -> None:
+        mark_internal_thread()  # psutil's reads of /proc are not the dataset's opens
         next_at = time.monotonic()
         while not self._stop.is_set():
             self.tick()

@@ -146,9 +146,21 @@ def timed_open(
     return f
 
 
+_internal = threading.local()
+
+
+def mark_internal_thread() -> None:
+    """Call in prepwatch's own threads: the open hook then ignores their opens (psutil
+    reading /proc, the exporter serving artifacts), which are not the dataset's."""
+    _internal.on = True
+
+
 def _hooked_open(file: Any, mode: str = "r", *args: Any, **kwargs: Any) -> Any:
     rec = _recorder()
-    if rec is None or type(file) is int or "r" not in mode or "+" in mode:
+    if (
+        rec is None or type(file) is int or "r" not in mode or "+" in mode
+        or getattr(_internal, "on", False)
+    ):
         return _bare_open(file, mode, *args, **kwargs)
     t0 = _clock()
     f = _bare_open(file, mode, *args, **kwargs)

@@ -13,7 +13,7 @@ import re
 import time
 
 import pytest
-from conftest import Stack, input_pipeline_alerts, running_stack, wait_until
+from e2e_stack import Stack, input_pipeline_alerts, running_stack, wait_until
 from runbook_links import runbook_problem
 
 pytestmark = pytest.mark.e2e

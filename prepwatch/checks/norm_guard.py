@@ -1,0 +1,234 @@
+"""Diagnosis of one served batch against a contract: which mistake, if any, made it.
+
+Order of the checks, cheapest and most certain first:
+
+1. ``dtype`` and ``layout``: read off the tensor, no pixels touched.
+2. Statistics on the pixel grid (see :mod:`prepwatch.checks.norm_stats`).
+3. ``per_image``: every image carries the fingerprint of per-image scaling, in a
+   batch big enough that correctly served images would not all do so by chance.
+4. The affine mistakes (``scale_255``, ``double_scaled``, ``range``), two ways:
+
+   - *out of range*: under the contract's own pipeline the batch maps to raw pixels
+     outside [0, 1] (more than a few overshooting pixels). That cannot happen to a
+     correctly served batch, whatever its content. The cause named is the known
+     mistake under which the batch does map inside; "range" when none does.
+   - *shrunk into range* (e.g. [0, 1] served to a model trained with ImageNet
+     mean/std): still inside, so content alone (a foggy batch) could explain it.
+     It is called only when a known mistake turns the batch into one that reaches
+     both ends of the training range while the contract's reading reaches neither,
+     every image fits the mistake, and the batch is big enough that correctly
+     served images would not all fit it by chance (rate measured at training).
+
+5. ``channel_order``: a swapped batch has its red-minus-blue difference mirrored.
+   Only called when the contract shows that no correctly served image looks
+   swapped; otherwise the result says "ambiguous" instead of guessing.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from prepwatch.checks.norm_contract import InputContract
+from prepwatch.checks.norm_hypotheses import (
+    PER_IMAGE_DESCRIPTIONS,
+    Hypothesis,
+    coverage_gap,
+    images_inside,
+    per_image_signatures,
+    raw_extremes,
+)
+from prepwatch.checks.norm_stats import (
+    FLOAT_DTYPES,
+    KINDS,
+    ImageStats,
+    dtype_name,
+    fraction_outside,
+    grid,
+    grid_stride,
+    image_stats,
+)
+
+
+@dataclass(frozen=True)
+class GuardResult:
+    """Outcome of checking one batch.
+
+    ``kinds`` lists every violation found, most likely cause first (``cause``);
+    ``explanation`` names the specific mistake (e.g. ``range_0_1``); ``detail`` is a
+    sentence for logs and exceptions. ``channel_order`` is "ok", "swapped",
+    "ambiguous" (the contract's channels are too alike to tell) or "unchecked".
+    """
+
+    ok: bool
+    kinds: tuple[str, ...] = ()
+    cause: str | None = None
+    explanation: str | None = None
+    detail: str = ""
+    channel_order: str = "unchecked"
+    batch_size: int = 0
+    checked: bool = True
+    stats: ImageStats | None = field(default=None, repr=False, compare=False)
+
+
+def _layout_view(x: torch.Tensor, contract: InputContract) -> tuple[torch.Tensor | None, str]:
+    """An ``(N, C, H, W)`` view of ``x`` and a note when its layout breaks the contract."""
+    c = contract.channels
+    if x.dim() == 3:  # an unbatched image is valid input to most vision models
+        x = x.unsqueeze(0)
+    if x.dim() != 4:
+        return None, f"a {x.dim()}-d tensor {tuple(x.shape)}; the contract expects 4-d {contract.layout}"
+    nchw = contract.layout == "NCHW"
+    expected, other = (1, 3) if nchw else (3, 1)
+    if x.shape[expected] == c:
+        return (x if nchw else x.permute(0, 3, 1, 2)), ""
+    if x.shape[other] == c:
+        found = "NHWC" if nchw else "NCHW"
+        view = x.permute(0, 3, 1, 2) if nchw else x
+        return view, f"{found} tensor {tuple(x.shape)}; the contract expects {contract.layout}"
+    return None, (
+        f"tensor {tuple(x.shape)} has no axis of {c} channels where {contract.layout} "
+        "puts them"
+    )
+
+
+def _ordered(kinds: list[str]) -> tuple[str, ...]:
+    return tuple(sorted(set(kinds), key=KINDS.index))
+
+
+def diagnose(contract: InputContract, x: torch.Tensor) -> GuardResult:
+    """Check one batch; never modifies it. See the module docstring for the method."""
+    kinds: list[str] = []
+    notes: list[str] = []
+    name = dtype_name(x.dtype)
+    if name != contract.dtype and not (name in FLOAT_DTYPES and contract.is_float):
+        kinds.append("dtype")
+        notes.append(f"dtype {name}; the contract expects {contract.dtype}")
+    view, layout_note = _layout_view(x, contract)
+    if layout_note:
+        kinds.append("layout")
+        notes.append(layout_note)
+    if view is None or view.shape[0] == 0:
+        return _result(kinds, notes, None, "unchecked", 0, None)
+
+    xs = grid(view, grid_stride(int(view.shape[2]), int(view.shape[3])))
+    stats = image_stats(xs)
+    n = stats.n
+    if not stats.finite():
+        kinds.append("range")
+        notes.append("non-finite values (NaN or Inf) in the batch")
+        return _result(kinds, notes, "non_finite", "unchecked", n, stats)
+
+    # per-image scaling: every image on the same canonical statistics
+    sigs = per_image_signatures(stats, contract.per_image_eps)
+    for sig, hits in sigs.items():
+        need = contract.per_image_batch.get(sig)
+        if need is not None and n >= need and bool(hits.all()):
+            kinds.append("per_image")
+            notes.append(f"{PER_IMAGE_DESCRIPTIONS[sig]}, in all {n} images")
+            return _result(kinds, notes, sig, "unchecked", n, stats)
+
+    frame, explanation = _affine(contract, stats, xs, kinds, notes)
+    order = _channel_order(contract, stats, frame, kinds, notes)
+    return _result(kinds, notes, explanation, order, n, stats)
+
+
+def _affine(
+    contract: InputContract, stats: ImageStats, xs: torch.Tensor,
+    kinds: list[str], notes: list[str],
+) -> tuple[Hypothesis | None, str | None]:
+    """Which pipeline (the contract's or a known mistake) explains the batch's values."""
+    hyps = contract.hypotheses
+    h0 = hyps[0]
+    support, margin, coverage = contract.support, contract.margin, contract.coverage
+    low0, high0 = raw_extremes(stats, h0)
+    exceeds = bool(
+        np.any(low0.min(axis=0) < support[0] - margin)
+        or np.any(high0.max(axis=0) > support[1] + margin)
+    )
+    if exceeds:
+        lo_t = (support[0] - margin - h0.b) / h0.a
+        hi_t = (support[1] + margin - h0.b) / h0.a
+        share = fraction_outside(xs, lo_t, hi_t)
+        if share > contract.outside_share:
+            best, best_gap = None, np.inf
+            for h in hyps[1:]:
+                lo, hi = raw_extremes(stats, h)
+                if images_inside(lo, hi, support, margin).all():
+                    gap = coverage_gap(lo, hi, coverage)
+                    if gap < best_gap:
+                        best, best_gap = h, gap
+            pct = f"{100 * share:.3g}% of values outside the contract's range"
+            if best is None:
+                kinds.append("range")
+                notes.append(f"{pct}; no known pipeline mistake explains them")
+                return None, "outside"
+            kinds.append(best.kind)
+            notes.append(f"{pct}; they fit {best.description}")
+            return best, best.name
+
+    tolerance = contract.coverage_tolerance
+    gap0 = coverage_gap(low0, high0, coverage)
+    if gap0 <= 2 * tolerance:
+        return h0, None
+    best, best_gap = None, np.inf
+    for h in hyps[1:]:
+        need = contract.hypothesis_batch.get(h.name)
+        if need is None or stats.n < need:
+            continue
+        lo, hi = raw_extremes(stats, h)
+        if not images_inside(lo, hi, support, margin).all():
+            continue
+        gap = coverage_gap(lo, hi, coverage)
+        if gap <= tolerance and gap < best_gap:
+            best, best_gap = h, gap
+    if best is None:
+        return h0, None
+    kinds.append(best.kind)
+    notes.append(
+        f"values span {100 * (1 - gap0):.0f}% or less of the training range; read as "
+        f"{best.description} they span it all"
+    )
+    return best, best.name
+
+
+def _channel_order(
+    contract: InputContract, stats: ImageStats, frame: Hypothesis | None,
+    kinds: list[str], notes: list[str],
+) -> str:
+    if stats.channels != 3 or frame is None or contract.channel_envelope is None:
+        return "unchecked"
+    if not contract.channel_order_verifiable:
+        return "ambiguous"
+    raw_means = stats.mean * frame.a + frame.b
+    i, j = contract.channel_pair
+    d = float(np.mean(raw_means[:, i] - raw_means[:, j]))
+    lo, hi = contract.channel_envelope
+    if not (lo <= d <= hi) and (-hi <= d <= -lo):
+        names = contract.channel_names
+        kinds.append("channel_order")
+        notes.append(
+            f"channels {names[i]} and {names[j]} look swapped (mean {names[i]}-{names[j]} "
+            f"{d:+.3g}; training images span [{lo:.3g}, {hi:.3g}])"
+        )
+        return "swapped"
+    return "ok"
+
+
+def _result(
+    kinds: list[str], notes: list[str], explanation: str | None, order: str, n: int,
+    stats: ImageStats | None,
+) -> GuardResult:
+    ordered = _ordered(kinds)
+    return GuardResult(
+        ok=not ordered,
+        kinds=ordered,
+        cause=ordered[0] if ordered else None,
+        explanation=explanation,
+        detail="; ".join(notes),
+        channel_order=order,
+        batch_size=n,
+        stats=stats,
+    )

@@ -1,0 +1,117 @@
+"""Every query of every dashboard returns data from a real healthy demo run.
+
+Template variables become ``.*`` and ``$__rate_interval`` becomes ``RATE_INTERVAL``, the
+way Grafana would send them with "All" selected. The queries that need a GPU (they read
+``prepwatch_gpu_*`` series, which only a node with an NVIDIA driver has) are listed in
+``GPU_ONLY``; the list must be exactly those queries. They must still run without error,
+and where the scraped node does report a GPU (``prepwatch_gpu_available == 1``) they
+must return data too.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from pathlib import Path
+from typing import Any, Iterator
+
+import pytest
+from e2e_stack import ROOT, Stack
+
+pytestmark = pytest.mark.e2e
+
+RATE_INTERVAL = "30s"
+GPU_METRIC = re.compile(r"\bprepwatch_gpu_\w+")
+VARIABLE = re.compile(r"\$\{?(\w+)\}?")
+LABEL_VALUES = re.compile(r"label_values\((.+),\s*(\w+)\)$")
+
+# (dashboard file, panel title, refId) of the queries that need a GPU; variables as
+# (dashboard file, "$name", "var").
+GPU_ONLY = {
+    ("input-pipeline.json", "GPU busy vs data-wait share", "A"),
+    ("input-pipeline.json", "GPU busy per GPU", "A"),
+    ("input-pipeline.json", "GPU memory used", "A"),
+    ("input-pipeline.json", "GPU memory used", "B"),
+    ("input-pipeline.json", "$gpu", "var"),
+}
+
+
+def substitute(expr: str) -> str:
+    expr = re.sub(r"\$\{?__(rate_interval|interval|range)\}?", RATE_INTERVAL, expr)
+    return VARIABLE.sub(".*", expr)
+
+
+def queries() -> Iterator[tuple[tuple[str, str, str], str]]:
+    """((file, panel title or $variable, refId or "var"), PromQL) for every dashboard."""
+    for path in sorted((ROOT / "dashboards").glob("*.json")):
+        dash = json.loads(path.read_text(encoding="utf-8"))
+        stack = list(dash.get("panels", []))
+        while stack:
+            panel = stack.pop(0)
+            stack.extend(panel.get("panels", []))
+            for target in panel.get("targets", []):
+                yield (path.name, panel["title"], target["refId"]), target["expr"]
+        for var in dash.get("templating", {}).get("list", []):
+            query = var.get("query")
+            query = query.get("query") if isinstance(query, dict) else query
+            m = LABEL_VALUES.match(query or "") if var.get("type") == "query" else None
+            if m:
+                yield (path.name, f"${var['name']}", "var"), m.group(1)
+
+
+def _finite(result: list[dict[str, Any]]) -> bool:
+    return any(math.isfinite(float(s["value"][1])) for s in result)
+
+
+def test_gpu_only_list_is_exactly_the_gpu_queries() -> None:
+    gpu = {key for key, expr in queries() if GPU_METRIC.search(expr)}
+    assert gpu == GPU_ONLY, (
+        f"queries reading prepwatch_gpu_* but not listed: {sorted(gpu - GPU_ONLY)}; "
+        f"listed but not reading GPU series: {sorted(GPU_ONLY - gpu)}"
+    )
+
+
+def test_every_dashboard_query_returns_data(healthy_stack: Stack) -> None:
+    has_gpu = bool(healthy_stack.query("prepwatch_gpu_available == 1"))
+    empty, nan_only, failed = [], [], []
+    checked = 0
+    for key, expr in queries():
+        promql = substitute(expr)
+        try:
+            result = healthy_stack.query(promql)
+        except AssertionError as exc:  # Prometheus rejected the query
+            failed.append(f"{key}: {exc}")
+            continue
+        checked += 1
+        if key in GPU_ONLY and not has_gpu:
+            continue
+        if not result:
+            empty.append(f"{key}: {promql}")
+        elif not _finite(result):
+            nan_only.append(f"{key}: {promql}")
+    problems = (
+        [f"query error {p}" for p in failed] + [f"no data {p}" for p in empty]
+        + [f"only NaN {p}" for p in nan_only]
+    )
+    assert checked >= 20, f"only {checked} queries ran"
+    assert not problems, "\n".join(problems)
+
+
+def test_variables_resolve_to_the_demo(healthy_stack: Stack) -> None:
+    """$run lists the demo's run, $rank its rank: the dashboard opens on data."""
+    for key, expr in queries():
+        if key[2] != "var" or key in GPU_ONLY:
+            continue
+        label = {"$run": "run", "$rank": "rank", "$instance": "instance"}.get(key[1])
+        if label is None:
+            continue
+        values = {s["metric"].get(label) for s in healthy_stack.query(substitute(expr))}
+        expected = {"run": "demo", "rank": "0"}.get(label)
+        assert values - {None}, f"{key}: no {label} values"
+        if expected:
+            assert expected in values, f"{key}: {values}"
+
+
+def test_dashboards_exist() -> None:
+    assert list(Path(ROOT / "dashboards").glob("*.json"))
