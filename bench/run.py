@@ -16,7 +16,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent
 sys.path.insert(0, str(ROOT.parent))
 
-MODULES = ("bench_loader", "bench_sources", "bench_class_health", "bench_normalization", "bench_boxes",
+MODULES = ("bench_loader", "bench_agent", "bench_sources", "bench_class_health", "bench_normalization", "bench_boxes",
            "bench_scrape")
 
 
