@@ -101,9 +101,8 @@ class SmallFiles(Dataset):
         return len(self.paths)
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
-        with prepwatch.stage("read"):
-            with open(self.paths[index], "rb", opener=self.opener) as f:
-                raw = f.read()
+        with prepwatch.stage("read"), open(self.paths[index], "rb", opener=self.opener) as f:
+            raw = f.read()
         with prepwatch.stage("decode"):
             label = raw[0]
             image = np.frombuffer(raw, dtype=np.uint8, offset=HEADER).reshape(SIDE, SIDE, 3)
@@ -175,7 +174,7 @@ def main(watch: prepwatch.Watch, args: argparse.Namespace) -> None:
         )
         report = probe_io.probe(
             root, readers=(1, 4), sample=32, seed=args.seed,
-            open_file=lambda p: open(p, "rb", buffering=0, opener=opener),
+            open_file=lambda p: open(p, "rb", buffering=0, opener=opener),  # noqa: SIM115
         )
         print(f"probe-io on the same folder: {report.verdict.sentence}", flush=True)
     finally:

@@ -21,7 +21,12 @@ from typing import Any, Callable, Optional, Sequence
 from prepwatch.context import Context
 from prepwatch.sources.gpu import GpuSampler
 from prepwatch.sources.host import HostSampler, ProcessSampler, ProcessTree
-from prepwatch.sources.io import instrument_open, mark_internal_thread, timed_open
+from prepwatch.sources.io import (
+    instrument_open,
+    mark_internal_thread,
+    timed_open,
+    unmark_internal_thread,
+)
 
 log = logging.getLogger("prepwatch")
 
@@ -76,15 +81,18 @@ class SamplerLoop:
 
     def _run(self) -> None:
         mark_internal_thread()  # psutil's reads of /proc are not the dataset's opens
-        next_at = time.monotonic()
-        while not self._stop.is_set():
-            self.tick()
-            next_at += self.interval
-            now = time.monotonic()
-            if next_at < now:  # fell behind (suspended, overloaded): skip, do not burst
-                next_at = now + self.interval
-            if self._stop.wait(next_at - now):
-                break
+        try:
+            next_at = time.monotonic()
+            while not self._stop.is_set():
+                self.tick()
+                next_at += self.interval
+                now = time.monotonic()
+                if next_at < now:  # fell behind (suspended, overloaded): skip, do not burst
+                    next_at = now + self.interval
+                if self._stop.wait(next_at - now):
+                    break
+        finally:
+            unmark_internal_thread()
 
     def close(self, timeout: float = 5.0) -> None:
         """Stop the thread and release the sources (NVML). Safe to call twice."""

@@ -126,7 +126,7 @@ class GpuSampler:
             "prepwatch_gpu_info",
             "1 per watched GPU; sampling says how busy time is measured (samples = NVML sample "
             "buffer, utilization_rates = one point per tick, coarser).",
-            ("gpu", "uuid", "name", "sampling"),
+            ("gpu", "uuid", "model", "sampling"),
         )
 
     # -- set-up --------------------------------------------------------------------------

@@ -31,7 +31,7 @@ import logging
 import os
 import time
 from pathlib import Path
-from typing import Any, Callable, Iterable, Optional
+from typing import Any, Callable, Iterable
 
 from prepwatch.context import Context
 
@@ -181,6 +181,8 @@ class ProcessSampler:
         self._io_families = (rchar, storage, ops)
         self._io = [[fam.labels(r) for r in ROLES] for fam in self._io_families]
         self._io_available.set(1.0)
+        for child in self._rss + self._count:
+            child.set(NAN)  # unknown until the first tick
 
     def sample(self) -> None:
         ps = self._ps
@@ -333,6 +335,8 @@ class HostSampler:
             "prepwatch_host_pressure_available",
             "1 when Linux pressure stall information (/proc/pressure) can be read here.",
         ).labels()
+        self._mem_total.set(NAN)  # unknown until read: omitted, not 0
+        self._mem_avail.set(NAN)
         self._disk_ok = True
         self._pressure_ok = True
         self._disk_available.set(1.0)

@@ -12,10 +12,10 @@ process' row; see prepwatch/hooks/worker_stats.py). Exported as
   (and, through fork, in DataLoader workers started afterwards), so library code you
   cannot edit (``PIL.Image.open(path)``, ``np.load(path)``, ``Path.read_bytes()``) is
   timed too. Only read-only opens of paths are recorded (not writes, not file
-  descriptors), so checkpoints and logs stay out; it costs ~0.1 us per open while
-  prepwatch is not active in the process.
+  descriptors, not prepwatch's own threads), so checkpoints and logs stay out; it
+  costs ~0.15 us per open while prepwatch is not active in the process.
 
-Both cost ~1 us per open on top of the open itself (see bench/bench_sources.py) and
+Both cost ~1.2-1.5 us of CPU per open on top of the open itself (bench/bench_sources.py) and
 never change what the caller gets beyond a thin wrapper that counts bytes: reads go
 through a :class:`CountingFile` whose other attributes fall through to the real file
 (``fileno()``, ``seek()``, ``name``...). Bytes read through ``fileno()`` (mmap,
@@ -146,20 +146,26 @@ def timed_open(
     return f
 
 
-_internal = threading.local()
+_internal_threads: set[int] = set()
+_get_ident = threading.get_ident
 
 
 def mark_internal_thread() -> None:
     """Call in prepwatch's own threads: the open hook then ignores their opens (psutil
     reading /proc, the exporter serving artifacts), which are not the dataset's."""
-    _internal.on = True
+    _internal_threads.add(_get_ident())
+
+
+def unmark_internal_thread() -> None:
+    """Call when such a thread ends (thread ids are reused)."""
+    _internal_threads.discard(_get_ident())
 
 
 def _hooked_open(file: Any, mode: str = "r", *args: Any, **kwargs: Any) -> Any:
     rec = _recorder()
     if (
-        rec is None or type(file) is int or "r" not in mode or "+" in mode
-        or getattr(_internal, "on", False)
+        rec is None or "r" not in mode or "+" in mode or type(file) is int
+        or _get_ident() in _internal_threads
     ):
         return _bare_open(file, mode, *args, **kwargs)
     t0 = _clock()

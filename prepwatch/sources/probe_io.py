@@ -200,9 +200,9 @@ def _read_one(
             if not k:
                 break
             n += k
-        t4 = clock()
     finally:
         f.close()
+    t4 = clock()  # read time includes close (a network filesystem may answer it late)
     return t1 - t0, t2 - t1, t4 - t3, n, cached
 
 
@@ -275,7 +275,10 @@ def _evict(paths: Sequence[str]) -> None:
         except OSError:
             continue
         try:
-            os.fdatasync(fd)  # dirty pages (freshly written files) cannot be dropped
+            try:
+                os.fdatasync(fd)  # dirty pages (freshly written files) cannot be dropped
+            except OSError:  # read-only filesystem: nothing dirty to write anyway
+                pass
             advise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
         except OSError:
             pass
@@ -286,7 +289,9 @@ def _evict(paths: Sequence[str]) -> None:
 # -- the probe -----------------------------------------------------------------------------
 @dataclass
 class Verdict:
-    kind: str  # small_file_bound | open_latency_spikes | bandwidth_bound | latency_bound | not_storage_bound | no_data
+    # small_file_bound | open_latency_spikes | bandwidth_bound | latency_bound |
+    # not_storage_bound | no_data
+    kind: str
     sentence: str
 
 
