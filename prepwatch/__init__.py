@@ -9,6 +9,9 @@
 from prepwatch._version import __version__
 from prepwatch.hooks.worker_stats import stage
 from prepwatch.runtime import current, start, stop
+from prepwatch.sources.io import instrument_open, timed_open
 from prepwatch.watch import Watch
 
-__all__ = ["Watch", "__version__", "current", "stage", "start", "stop"]
+__all__ = [
+    "Watch", "__version__", "current", "instrument_open", "stage", "start", "stop", "timed_open",
+]

@@ -25,9 +25,10 @@ from prepwatch._version import __version__
 from prepwatch.context import Context
 from prepwatch.exporter.http import MetricsServer, validate_bind
 from prepwatch.exporter.rank_link import RankLink
+from prepwatch.hooks.worker_stats import _set_recorder
 from prepwatch.identity import Identity
 from prepwatch.metrics.registry import LabelledView
-from prepwatch.sources_loader import start_sources
+from prepwatch.sources import start_sources
 from prepwatch.watch import Watch
 
 log = logging.getLogger("prepwatch")
@@ -72,6 +73,7 @@ def start(
     sample_interval: float = 1.0,
     basic_auth: Optional[tuple[str, str]] = None,
     tls: Optional[tuple[str, str]] = None,
+    instrument_open: bool = False,
 ) -> Watch:
     """Start prepwatch in this process and return its :class:`Watch`.
 
@@ -90,6 +92,8 @@ def start(
             default a temporary directory removed at exit.
         sources: sample GPU and host in a background thread (standalone mode only;
             with an agent, the agent samples them).
+        instrument_open: time every read-only file open of dataset code, here and in
+            DataLoader workers (``prepwatch_file_open_seconds``; ~2 us per open).
     """
     global _watch
     with _lock:
@@ -138,6 +142,10 @@ def start(
                 extra = start_sources(ctx, pids=lambda: [os.getpid()], interval=sample_interval)
         watch = Watch(ctx, _Exporter(exporter, extra), artifacts)
         watch.worker_stats.activate()
+        if instrument_open:
+            from prepwatch.sources.io import instrument_open as hook_open
+
+            watch._open_hook = hook_open()
         _watch = watch
         atexit.register(stop)
         return watch
@@ -154,6 +162,9 @@ def stop() -> None:
     with _lock:
         watch, _watch = _watch, None
     if watch is not None:
+        _set_recorder(None)  # stage timers and the open hook stop recording into it
+        if watch._open_hook is not None:
+            watch._open_hook.close()
         watch.stop()
 
 

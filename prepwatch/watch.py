@@ -29,6 +29,7 @@ class Watch:
         self.loop = LoopMetrics(ctx)
         self.worker_stats = WorkerStats(ctx)
         self._components: dict[str, Any] = {}
+        self._open_hook: Any = None
         self._lock = threading.Lock()
 
     # -- loop ---------------------------------------------------------------------------

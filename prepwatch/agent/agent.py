@@ -17,7 +17,7 @@ from prepwatch.context import Context
 from prepwatch.exporter.http import MetricsServer
 from prepwatch.identity import Identity
 from prepwatch.metrics.registry import LabelledView
-from prepwatch.sources_loader import start_sources
+from prepwatch.sources import start_sources
 
 log = logging.getLogger("prepwatch")
 ENV_AGENT_DIR = "PREPWATCH_AGENT_DIR"
@@ -77,7 +77,7 @@ class Agent:
         reg.gauge("prepwatch_build_info", "prepwatch version.", ["version"]).labels(__version__).set(1)
         self.aggregator = RankAggregator(self.state_dir / "ranks", self.ctx.errors.report)
         self._sources = (
-            start_sources(self.ctx, pids=self.aggregator.pids, interval=sample_interval)
+            list(start_sources(self.ctx, pids=self.aggregator.pids, interval=sample_interval))
             if sources else []
         )
         own = LabelledView(reg, {"run": run}) if run else reg

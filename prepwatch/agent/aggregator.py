@@ -61,8 +61,11 @@ class RankAggregator:
         self._pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="prepwatch-agg")
 
     def pids(self) -> list[int]:
-        """Pids of the ranks seen at the last collection (for process-tree sources)."""
-        return [int(i["pid"]) for i in self._known.values() if "pid" in i]
+        """Pids of the registered ranks (socket names), for the process-tree sources."""
+        try:
+            return [int(p.stem) for p in self.ranks_dir.glob("*.sock") if p.stem.isdigit()]
+        except OSError:
+            return []
 
     def _fetch(self, path: Path) -> Optional[tuple[dict[str, Any], list[Metric]]]:
         try:

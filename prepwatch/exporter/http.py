@@ -24,6 +24,8 @@ from urllib.parse import parse_qs, unquote, urlparse
 
 from prometheus_client.exposition import choose_encoder
 
+from prepwatch.sources.io import mark_internal_thread, unmark_internal_thread
+
 log = logging.getLogger("prepwatch")
 
 ARTIFACT_TYPES = {".png", ".json", ".txt"}
@@ -128,6 +130,13 @@ def _make_handler(server: MetricsServer) -> type[BaseHTTPRequestHandler]:
             self._serve(head=False)
 
         def _serve(self, head: bool) -> None:
+            mark_internal_thread()  # reading artifacts is not the dataset's IO
+            try:
+                self._serve_marked(head)
+            finally:
+                unmark_internal_thread()
+
+        def _serve_marked(self, head: bool) -> None:
             if not server.check_auth(self.headers.get("Authorization")):
                 self.send_response(401)
                 self.send_header("WWW-Authenticate", 'Basic realm="prepwatch"')

@@ -50,19 +50,26 @@ def _new_rows(n: int, shared: bool) -> tuple[Any, np.ndarray]:
 
 
 class Recorder:
-    """Writes timings of one process into one row. Single writer per row."""
+    """Writes timings of one process into one row. Single writer per row.
 
-    __slots__ = ("_hist", "_counters", "_bounds")
+    Writes go through a flat ``memoryview`` of the row: indexing it costs half of
+    numpy scalar indexing, which matters for per-open and per-sample timings.
+    """
+
+    __slots__ = ("_mv", "_bounds", "_counters")
 
     def __init__(self, row: np.ndarray) -> None:
-        self._hist = row[: len(HIST_SLOTS) * WIDTH].reshape(len(HIST_SLOTS), WIDTH)
-        self._counters = row[len(HIST_SLOTS) * WIDTH :]
+        self._mv = memoryview(np.ascontiguousarray(row)).cast("B").cast("d")
+        if not np.shares_memory(row, np.frombuffer(self._mv, dtype=np.float64)):
+            raise ValueError("Recorder needs a contiguous row to write into")
         self._bounds = [b for _, b in HIST_SLOTS]
+        self._counters = len(HIST_SLOTS) * WIDTH
 
     def observe(self, slot: int, seconds: float, n: int = 1) -> None:
-        h = self._hist[slot]
-        h[bisect_left(self._bounds[slot], seconds)] += n
-        h[-1] += seconds * n
+        base = slot * WIDTH
+        mv = self._mv
+        mv[base + bisect_left(self._bounds[slot], seconds)] += n
+        mv[base + WIDTH - 1] += seconds * n
 
     def fetch(self, stage: str, seconds: float, n: int = 1) -> None:
         """Per-sample time of one stage (read, decode, transform, total, other)."""
@@ -70,14 +77,17 @@ class Recorder:
         self.observe(SLOT_INDEX["fetch:other"] if slot is None else slot, seconds, n)
 
     def file_open(self, seconds: float) -> None:
-        self.observe(FILE_OPEN_SLOT, seconds)
-        self._counters[0] += 1
+        mv = self._mv
+        base = FILE_OPEN_SLOT * WIDTH
+        mv[base + bisect_left(IO_BUCKETS, seconds)] += 1
+        mv[base + WIDTH - 1] += seconds
+        mv[self._counters] += 1
 
     def read_bytes(self, n: int) -> None:
-        self._counters[1] += n
+        self._mv[self._counters + 1] += n
 
     def error(self) -> None:
-        self._counters[2] += 1
+        self._mv[self._counters + 2] += 1
 
 
 _current: Optional[Recorder] = None
@@ -209,10 +219,14 @@ class WorkerInit:
     Picklable (spawn start method) as long as the user's own function is.
     """
 
-    def __init__(self, user_fn: Optional[Callable[[int], None]], shared: Any, time_samples: bool):
+    def __init__(
+        self, user_fn: Optional[Callable[[int], None]], shared: Any, time_samples: bool,
+        instrument_open: bool = False,
+    ) -> None:
         self.user_fn = user_fn
         self.shared = shared
         self.time_samples = time_samples
+        self.instrument_open = instrument_open
 
     def __call__(self, worker_id: int) -> None:
         try:
@@ -225,6 +239,12 @@ class WorkerInit:
                 info = get_worker_info()
                 if info is not None and not instrument_dataset(info.dataset):
                     rec.error()
+            if self.instrument_open:
+                # fork inherits the parent's open hook; spawn/forkserver workers need it here
+                from prepwatch.sources.io import instrument_open, open_hook_active
+
+                if not open_hook_active():
+                    instrument_open()
         except Exception:
             # Never fail the worker; the error count reaches the exporter through the row.
             rec = _current
@@ -261,7 +281,9 @@ class WorkerStats:
         if isinstance(current, WorkerInit):
             return True
         shared, rows = _new_rows(int(dataloader.num_workers), shared=True)
-        dataloader.worker_init_fn = WorkerInit(current, shared, time_samples)
+        from prepwatch.sources.io import open_hook_active
+
+        dataloader.worker_init_fn = WorkerInit(current, shared, time_samples, open_hook_active())
         with self._lock:
             self._tables.append(rows)
         return True
