@@ -81,6 +81,8 @@ class RankAggregator:
                 if identity is not None:
                     self._gone[(identity["run"], str(identity["rank"]))] = time.time()
             return None
+        except (ConnectionResetError, BrokenPipeError, socket.timeout):
+            return None  # the rank is exiting or busy: skip it this scrape, nothing is wrong here
         except Exception as exc:
             self._on_error("aggregator", exc)
             return None

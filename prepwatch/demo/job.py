@@ -79,7 +79,7 @@ def train(watch: prepwatch.Watch, args: argparse.Namespace) -> int:
     loss_fn = torch.nn.CrossEntropyLoss()
     extras = load_extras(watch, args)
     deadline = time.monotonic() + args.seconds if args.seconds > 0 else float("inf")
-    next_eval = time.monotonic() + EVAL_EVERY_S
+    last_eval = time.monotonic()
     step = 0
     try:
         while time.monotonic() < deadline:
@@ -92,16 +92,17 @@ def train(watch: prepwatch.Watch, args: argparse.Namespace) -> int:
                 opt.step()
                 _call(watch, extras, "on_train_step", step, images, labels, logits.detach())
                 step += 1
-                now = time.monotonic()
-                if now >= next_eval:
-                    model.eval()
-                    with torch.no_grad():
-                        for eval_images, eval_labels in eval_loader:
-                            eval_logits = model(eval_images)
-                            _call(watch, extras, "on_eval", eval_images, eval_labels, eval_logits)
-                    next_eval = time.monotonic() + EVAL_EVERY_S
-                if now >= deadline:
+                if time.monotonic() >= deadline:
                     break
+            # Evaluate between passes, as real jobs do: the pause is then not a training step
+            # (the first batch of a pass is timed apart), so it cannot skew step-time spread.
+            if time.monotonic() - last_eval >= EVAL_EVERY_S or time.monotonic() >= deadline:
+                model.eval()
+                with torch.no_grad():
+                    for eval_images, eval_labels in eval_loader:
+                        eval_logits = model(eval_images)
+                        _call(watch, extras, "on_eval", eval_images, eval_labels, eval_logits)
+                last_eval = time.monotonic()
     except KeyboardInterrupt:
         return 130
     finally:

@@ -30,7 +30,9 @@ def read_totals(collector: Any) -> dict[str, float]:
 
 def format_status(prev: dict[str, float], cur: dict[str, float], dt: float, elapsed: float) -> str:
     steps = cur.get("steps", 0.0) - prev.get("steps", 0.0)
-    if steps <= 0:
+    if steps < 0:
+        return f"[{elapsed:5.0f}s] the job has ended"
+    if steps == 0:
         if cur.get("steps", 0.0) > 0:
             return f"[{elapsed:5.0f}s] no step in the last {dt:.0f}s"
         return f"[{elapsed:5.0f}s] waiting for the first steps..."
