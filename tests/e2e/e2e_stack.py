@@ -218,7 +218,7 @@ def _write_configs(work: Path, ports: dict[str, int]) -> tuple[Path, Path]:
 
 @contextlib.contextmanager
 def running_stack(work: Path, demo_args: list[str]) -> Iterator[Stack]:
-    """Start webhook, Alertmanager, Prometheus, then the demo (fault onset = its start)."""
+    """Start webhook, Alertmanager, the demo (fault onset = its start), then Prometheus."""
     prometheus = need("prometheus")
     alertmanager = need("prometheus-alertmanager")
     ports = {name: free_port() for name in ("prometheus", "alertmanager", "webhook", "demo")}
@@ -239,24 +239,29 @@ def running_stack(work: Path, demo_args: list[str]) -> Iterator[Stack]:
             "--cluster.listen-address=", "--log.level=warn",
         ], logs)
         procs.append(am)
-        prom = Proc("prometheus", [
-            prometheus, f"--config.file={prom_cfg}", f"--storage.tsdb.path={work / 'prom-data'}",
-            f"--web.listen-address=127.0.0.1:{ports['prometheus']}", "--log.level=warn",
-        ], logs)
-        procs.append(prom)
-        prom_url = f"http://127.0.0.1:{ports['prometheus']}"
         am_url = f"http://127.0.0.1:{ports['alertmanager']}"
-        for name, url, proc in (("Prometheus", prom_url, prom), ("Alertmanager", am_url, am)):
-            wait_until(lambda u=url, p=proc: p.alive() and http_get(f"{u}/-/ready") is not None,
-                       READY_TIMEOUT_S, f"{name} ready ({proc.log_tail(5)})")
+        wait_until(lambda: am.alive() and http_get(f"{am_url}/-/ready") is not None,
+                   READY_TIMEOUT_S, "Alertmanager ready")
         env = dict(os.environ, PYTHONUNBUFFERED="1", OMP_NUM_THREADS="1")
         demo = Proc("demo", [
             sys.executable, "-m", "prepwatch.cli.main", "demo", "--port", str(ports["demo"]),
             "--status-every", "5", *demo_args,
         ], logs, env=env)
         procs.append(demo)
-        stack = Stack(prom_url, am_url, f"http://127.0.0.1:{ports['demo']}/metrics", demo,
-                      webhook, procs)
+        demo_url = f"http://127.0.0.1:{ports['demo']}/metrics"
+        # Prometheus starts once the endpoint answers: a scrape before the agent listens
+        # would count as a target down.
+        wait_until(lambda: demo.alive() and http_get(demo_url) is not None, READY_TIMEOUT_S,
+                   "the demo's /metrics")
+        prom = Proc("prometheus", [
+            prometheus, f"--config.file={prom_cfg}", f"--storage.tsdb.path={work / 'prom-data'}",
+            f"--web.listen-address=127.0.0.1:{ports['prometheus']}", "--log.level=warn",
+        ], logs)
+        procs.append(prom)
+        prom_url = f"http://127.0.0.1:{ports['prometheus']}"
+        wait_until(lambda: prom.alive() and http_get(f"{prom_url}/-/ready") is not None,
+                   READY_TIMEOUT_S, "Prometheus ready")
+        stack = Stack(prom_url, am_url, demo_url, demo, webhook, procs)
         yield stack
     except BaseException:
         if stack is not None:

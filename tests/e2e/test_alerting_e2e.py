@@ -63,7 +63,7 @@ def test_starvation_alert_reaches_the_webhook(tmp_path, demo_help, record_proper
     )
 
 
-def test_healthy_demo_raises_nothing(healthy_stack: Stack) -> None:
+def test_healthy_demo_raises_nothing(healthy_stack: Stack, capsys) -> None:
     names = input_pipeline_alerts()
     firing = healthy_stack.firing(names)
     share = healthy_stack.query("run_rank:prepwatch_data_wait:ratio_rate5m")
@@ -75,9 +75,13 @@ def test_healthy_demo_raises_nothing(healthy_stack: Stack) -> None:
         f"data-wait share {[s['value'][1] for s in share]}, "
         f"step p99/p50 {[s['value'][1] for s in spread]}"
     )
+    with capsys.disabled():
+        print(f"\n[e2e] healthy demo: {detail}")
     assert share, "the healthy demo produced no data-wait share: the stack saw no steps"
     assert not firing, f"input-pipeline alerts firing on the healthy demo: {firing}; {detail}"
     time.sleep(2)  # anything Prometheus sent has passed group_wait
-    delivered = [a["labels"]["alertname"] for _, a in healthy_stack.webhook.alerts()
-                 if a["labels"].get("alertname") in names]
+    delivered = [
+        f"{a['labels']['alertname']} ({a.get('status')}): {a['annotations'].get('description')}"
+        for _, a in healthy_stack.webhook.alerts() if a["labels"].get("alertname") in names
+    ]
     assert not delivered, f"the healthy demo paged: {delivered}; {detail}"
