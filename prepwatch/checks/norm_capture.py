@@ -67,7 +67,7 @@ class Recorder:
         self._rng = np.random.default_rng(seed)
         self._report = report
         self._on_batch = on_batch
-        self._queue: queue.Queue[Any] = queue.Queue(maxsize=8)
+        self._queue: queue.Queue[Any] = queue.Queue(maxsize=32)
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
         self._closed = False
@@ -93,6 +93,13 @@ class Recorder:
         """Copy a strided slice of ``x`` for the worker thread; never blocks the loop."""
         if self._closed:
             return
+        if not torch.is_tensor(x):
+            raise TypeError(f"record() takes the model's input tensor, got {type(x).__name__}")
+        if x.dim() not in (3, 4):
+            raise ValueError(
+                f"record() takes an image batch (N, C, H, W) or (N, H, W, C), got shape "
+                f"{tuple(x.shape)}"
+            )
         layout = self.layout or infer_layout(x)
         if layout is None:
             raise ValueError(

@@ -47,6 +47,13 @@ SUPPORT_MARGIN = 0.05
 # range: a few overshooting or corrupt pixels are not a pipeline mistake.
 OUTSIDE_SHARE = 0.01
 PERCENTILES = (0.1, 1.0, 5.0, 25.0, 50.0, 75.0, 95.0, 99.0, 99.9)
+# Coverage tolerance floor, a share of the range: the false-alarm guarantee comes from
+# the per-image chance rates; reaching within 10% of both ends is a second condition,
+# on the batch's content, not the one that bounds false alarms.
+COVERAGE_FLOOR = 0.1
+COVERAGE_CAP = 0.25  # beyond a quarter of the range "reaching the end" means little
+# Robust range (0.01% / 99.99%) and coverage (0.1% / 99.9%) quantiles of recorded pixels.
+RANGE_QUANTILES = (0.0001, 0.9999, 0.001, 0.999)
 BUFFER_NAME = "input_contract"
 
 
@@ -95,12 +102,12 @@ class Declared:
     @classmethod
     def unit(cls, channels: int = 3) -> Declared:
         """[0, 1] tensors, no mean/std (``ToTensor()`` alone)."""
-        return cls((0.0,) * channels, (1.0,) * channels, channel_order="RGB"[:channels] or "L")
+        return cls((0.0,) * channels, (1.0,) * channels, channel_order=_default_order(channels))
 
     @classmethod
     def symmetric(cls, channels: int = 3) -> Declared:
         """[-1, 1] tensors (``Normalize(0.5, 0.5)``)."""
-        return cls((0.5,) * channels, (0.5,) * channels, channel_order="RGB"[:channels] or "L")
+        return cls((0.5,) * channels, (0.5,) * channels, channel_order=_default_order(channels))
 
     @classmethod
     def from_transform(cls, transform: Any, channel_order: str = "RGB") -> Declared:
@@ -110,7 +117,9 @@ class Declared:
             if type(step).__name__ == "Normalize" and hasattr(step, "mean"):
                 mean = [float(v) for v in step.mean]
                 std = [float(v) for v in step.std]
-                return cls(tuple(mean), tuple(std), 1.0, channel_order[: len(mean)])
+                order = channel_order if len(channel_order) == len(mean) else _default_order(
+                    len(mean))
+                return cls(tuple(mean), tuple(std), 1.0, order)
         names = [type(s).__name__ for s in steps]
         if any(n in ("ToTensor", "ToDtype", "ConvertImageDtype") for n in names):
             return cls.unit(3)
@@ -159,6 +168,11 @@ class Recorded:
     width: int
 
 
+def _default_order(channels: int) -> str:
+    """RGB for 3 channels, L for 1, else one digit per channel."""
+    return {3: "RGB", 1: "L"}.get(channels, "0123456789"[:channels])
+
+
 def _quantiles(values: np.ndarray, qs: Sequence[float]) -> dict[str, list[float]]:
     """Per-channel quantiles (``values`` is (n, C)), keyed like "q0.1" for 0.1%."""
     out = np.quantile(values, [q / 100.0 for q in qs], axis=0)
@@ -196,7 +210,8 @@ class InputContract:
         self.coverage = (np.asarray(c["coverage"][0]), np.asarray(c["coverage"][1]))
         self.margin = float(c["support_margin"]) * (self.support[1] - self.support[0])
         self.outside_share = float(c["outside_share"])
-        self.coverage_tolerance = float(c["coverage_tolerance"])
+        tol = np.asarray(c["coverage_tolerance"], dtype=np.float64)
+        self.coverage_tolerance = np.broadcast_to(tol, (2, self.channels)).copy()
         self.hypotheses: list[Hypothesis] = hypotheses(self.norm_mean, self.norm_std)
         self.hypothesis_batch: dict[str, int | None] = {
             name: v.get("min_batch") for name, v in c.get("hypotheses", {}).items()
@@ -210,6 +225,8 @@ class InputContract:
         env = order.get("envelope")
         self.channel_envelope = (float(env[0]), float(env[1])) if env else None
         self.channel_pair = tuple(order.get("pair", (0, 2)))
+        self.channel_informative = float(order.get("informative_share", 0.0))
+        self.channel_min_batch: int | None = order.get("min_batch")
 
     # -- derived -----------------------------------------------------------------------
     @property
@@ -258,28 +275,32 @@ class InputContract:
             )
         mean = rec.total / rec.count
         std = np.sqrt(np.maximum(rec.total_sq / rec.count - mean**2, 0.0))
+        # Robust ends of the recorded pixels: a few extreme values (noise from random
+        # erasing, an interpolation overshoot) must not move what "the range" means.
+        q_lo, q_hi, c_lo, c_hi = np.quantile(rec.pixels, RANGE_QUANTILES, axis=1)
         if declared is not None:
             m, s, source = declared.unit_mean, declared.unit_std, "declared"
         else:
-            # Undeclared: take the recorded extremes as the images of raw 0 and 1.
-            span = np.maximum(rec.high - rec.low, 1e-12)
-            s, m, source = 1.0 / span, -rec.low / span, "inferred"
-        raw_low, raw_high = s * rec.low + m, s * rec.high + m
-        coverage = (raw_low, raw_high)
-        if declared is not None:
-            support = (np.minimum(raw_low, 0.0), np.maximum(raw_high, 1.0))
-        else:
-            support = coverage
+            # Undeclared: take the robust ends of the recordings as raw 0 and 1.
+            span = np.maximum(q_hi - q_lo, 1e-12)
+            s, m, source = 1.0 / span, -q_lo / span, "inferred"
+        # Support: raw [0, 1] (physical when declared), and whatever training fed the
+        # model beyond it, which is by definition allowed.
+        support = (np.minimum(s * rec.low + m, 0.0), np.maximum(s * rec.high + m, 1.0))
         span = np.maximum(support[1] - support[0], 1e-12)
         margin = SUPPORT_MARGIN * span
+        # Coverage: where the bulk of training pixels ends (0.1% / 99.9% per channel).
+        coverage = (s * c_lo + m, s * c_hi + m)
 
-        # Coverage tolerance: how far a recorded training batch fell short of the ends.
+        # Coverage tolerance, per channel and end: twice how far recorded training batches
+        # usually (90%) fell short of that end. A channel whose top is rarely reached
+        # (blue under a warm light) gets more room there than one that saturates often.
         cov_span = np.maximum(coverage[1] - coverage[0], 1e-12)
-        gaps = np.concatenate((
+        gaps = np.maximum(0.0, np.stack((
             ((s * rec.batch_min + m) - coverage[0]) / cov_span,
             (coverage[1] - (s * rec.batch_max + m)) / cov_span,
-        ))
-        tolerance = float(np.clip(2.0 * np.quantile(gaps, 0.9), 0.05, 0.25))
+        )))  # (2, batches, C)
+        tolerance = np.clip(2.0 * np.quantile(gaps, 0.9, axis=1), COVERAGE_FLOOR, COVERAGE_CAP)
 
         stats = rec.images
         n = stats.n
@@ -304,9 +325,7 @@ class InputContract:
             }
         order: dict[str, Any] | None = None
         if c == 3:
-            raw_means = stats.mean * s + m
-            d = raw_means[:, 0] - raw_means[:, 2]
-            order = _channel_order(d)
+            order = _channel_order(chromaticity(stats.mean * s + m))
 
         names = list(channel_names) if channel_names else None
         if names is None:
@@ -345,7 +364,7 @@ class InputContract:
                 "coverage": [_floats(coverage[0]), _floats(coverage[1])],
                 "support_margin": SUPPORT_MARGIN,
                 "outside_share": OUTSIDE_SHARE,
-                "coverage_tolerance": float(f"{tolerance:.4g}"),
+                "coverage_tolerance": [_floats(tolerance[0]), _floats(tolerance[1])],
                 "false_alarm_target": FALSE_ALARM_TARGET,
                 "hypotheses": hyp,
                 "per_image": {"eps": PER_IMAGE_EPS, "signatures": sigs},
@@ -382,7 +401,7 @@ class InputContract:
             "checks": {
                 "support": [[0.0] * c, [1.0] * c], "coverage": [[0.0] * c, [1.0] * c],
                 "support_margin": SUPPORT_MARGIN, "outside_share": OUTSIDE_SHARE,
-                "coverage_tolerance": 0.05, "false_alarm_target": FALSE_ALARM_TARGET,
+                "coverage_tolerance": COVERAGE_FLOOR, "false_alarm_target": FALSE_ALARM_TARGET,
                 "hypotheses": {h.name: {"kind": h.kind, "chance_rate": None, "min_batch": None}
                                for h in hypotheses(m, s)[1:]},
                 "per_image": {"eps": PER_IMAGE_EPS, "signatures": {}},
@@ -444,24 +463,43 @@ class InputContract:
         )
 
 
-def _channel_order(d: np.ndarray) -> dict[str, Any]:
-    """Can RGB be told from BGR? Only if no training image looks like a swapped one.
+def chromaticity(raw_means: np.ndarray, pair: Sequence[int] = (0, 2)) -> np.ndarray:
+    """Per image, (red - blue) / (red + green + blue) of the raw channel means.
 
-    ``d`` is each image's raw red-minus-blue mean. Swapping the channels turns it into
-    ``-d``. The envelope of correct images is widened by a quarter of its own spread;
-    if the swapped envelope does not meet it, a swapped batch is identifiable whatever
-    its content. Otherwise the channels are too alike and the guard says so.
+    A swap of the pair mirrors it; dividing by the brightness makes it the same for
+    a dark and a bright copy of one scene.
+    """
+    i, j = pair
+    total = np.maximum(raw_means.sum(axis=1), 1e-3)
+    return (raw_means[:, i] - raw_means[:, j]) / total
+
+
+def _channel_order(d: np.ndarray) -> dict[str, Any]:
+    """Can RGB be told from BGR, and on which images?
+
+    ``d`` is each training image's chromaticity (see :func:`chromaticity`); a swap
+    turns it into ``-d``. The envelope of correctly served images is their 0.1-99.9%
+    range widened by a quarter of the 1-99% spread. An image whose ``d`` lies in the
+    envelope but not in its mirror confirms the order ("informative"); one in the
+    mirror only looks swapped. An image in both (grey, washed-out, black) says
+    nothing. When most training images are not informative the channels are too
+    alike, and the guard reports "ambiguous" rather than guessing.
     """
     q = np.quantile(d, [0.001, 0.01, 0.99, 0.999])
     spread = max(float(q[2] - q[1]), 1e-6)
     lo, hi = float(q[0] - 0.25 * spread), float(q[3] + 0.25 * spread)
-    width = max(hi - lo, 1e-12)
-    gap = max(lo, -hi)  # half the distance between the envelope and its mirror
+    informative = (d >= lo) & (d <= hi) & ~((d >= -hi) & (d <= -lo))
+    looks_swapped = ((d >= -hi) & (d <= -lo)) & ~((d >= lo) & (d <= hi))
+    n = d.shape[0]
+    share = float(informative.mean()) if n else 0.0
+    rate = (float(looks_swapped.sum()) + 1.0) / (n + 2.0)
     return {
         "pair": [0, 2],
         "envelope": [float(f"{lo:.6g}"), float(f"{hi:.6g}")],
-        "separation": float(f"{2.0 * gap / width:.4g}"),
-        "verifiable": bool(gap > 0),
+        "informative_share": float(f"{share:.4g}"),
+        "chance_rate": float(f"{rate:.4g}"),
+        "min_batch": false_alarm_batch_size(rate, FALSE_ALARM_TARGET),
+        "verifiable": bool(share >= 0.5),
     }
 
 

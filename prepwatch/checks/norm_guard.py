@@ -15,13 +15,16 @@ Order of the checks, cheapest and most certain first:
    - *shrunk into range* (e.g. [0, 1] served to a model trained with ImageNet
      mean/std): still inside, so content alone (a foggy batch) could explain it.
      It is called only when a known mistake turns the batch into one that reaches
-     both ends of the training range while the contract's reading reaches neither,
-     every image fits the mistake, and the batch is big enough that correctly
-     served images would not all fit it by chance (rate measured at training).
+     both ends of the training range (per channel, as close as training batches
+     came) while the contract's own reading does not, every image fits the mistake,
+     and the batch is big enough that correctly served images would not all fit it
+     by chance (rate measured at training).
 
-5. ``channel_order``: a swapped batch has its red-minus-blue difference mirrored.
-   Only called when the contract shows that no correctly served image looks
-   swapped; otherwise the result says "ambiguous" instead of guessing.
+5. ``channel_order``: swapping red and blue mirrors each image's chromaticity
+   ``(R - B) / (R + G + B)``. Called when enough images look swapped and none
+   confirms the order; when most training images cannot tell (grey-ish or mixed
+   colour content) the contract is not verifiable and every result says
+   "ambiguous" instead of guessing.
 """
 
 from __future__ import annotations
@@ -31,7 +34,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from prepwatch.checks.norm_contract import InputContract
+from prepwatch.checks.norm_contract import InputContract, chromaticity
 from prepwatch.checks.norm_hypotheses import (
     PER_IMAGE_DESCRIPTIONS,
     Hypothesis,
@@ -157,7 +160,7 @@ def _affine(
             for h in hyps[1:]:
                 lo, hi = raw_extremes(stats, h)
                 if images_inside(lo, hi, support, margin).all():
-                    gap = coverage_gap(lo, hi, coverage)
+                    gap = coverage_gap(lo, hi, coverage, contract.coverage_tolerance)
                     if gap < best_gap:
                         best, best_gap = h, gap
             pct = f"{100 * share:.3g}% of values outside the contract's range"
@@ -170,8 +173,8 @@ def _affine(
             return best, best.name
 
     tolerance = contract.coverage_tolerance
-    gap0 = coverage_gap(low0, high0, coverage)
-    if gap0 <= 2 * tolerance:
+    gap0 = coverage_gap(low0, high0, coverage, tolerance)
+    if gap0 <= 1.0:  # the batch already reaches both ends: nothing shrank it
         return h0, None
     best, best_gap = None, np.inf
     for h in hyps[1:]:
@@ -181,15 +184,15 @@ def _affine(
         lo, hi = raw_extremes(stats, h)
         if not images_inside(lo, hi, support, margin).all():
             continue
-        gap = coverage_gap(lo, hi, coverage)
-        if gap <= tolerance and gap < best_gap:
+        gap = coverage_gap(lo, hi, coverage, tolerance)
+        if gap <= 1.0 and gap < best_gap:
             best, best_gap = h, gap
     if best is None:
         return h0, None
     kinds.append(best.kind)
     notes.append(
-        f"values span {100 * (1 - gap0):.0f}% or less of the training range; read as "
-        f"{best.description} they span it all"
+        f"values fall short of the training range at one end or both; read as "
+        f"{best.description} they span it"
     )
     return best, best.name
 
@@ -198,23 +201,30 @@ def _channel_order(
     contract: InputContract, stats: ImageStats, frame: Hypothesis | None,
     kinds: list[str], notes: list[str],
 ) -> str:
+    """Swapped only when enough images look swapped and none confirms the order."""
     if stats.channels != 3 or frame is None or contract.channel_envelope is None:
         return "unchecked"
     if not contract.channel_order_verifiable:
         return "ambiguous"
-    raw_means = stats.mean * frame.a + frame.b
-    i, j = contract.channel_pair
-    d = float(np.mean(raw_means[:, i] - raw_means[:, j]))
+    d = chromaticity(stats.mean * frame.a + frame.b, contract.channel_pair)
     lo, hi = contract.channel_envelope
-    if not (lo <= d <= hi) and (-hi <= d <= -lo):
-        names = contract.channel_names
-        kinds.append("channel_order")
-        notes.append(
-            f"channels {names[i]} and {names[j]} look swapped (mean {names[i]}-{names[j]} "
-            f"{d:+.3g}; training images span [{lo:.3g}, {hi:.3g}])"
-        )
-        return "swapped"
-    return "ok"
+    inside = (d >= lo) & (d <= hi)
+    mirrored = (d >= -hi) & (d <= -lo)
+    confirms = int((inside & ~mirrored).sum())
+    swapped = int((mirrored & ~inside).sum())
+    need = contract.channel_min_batch
+    if confirms:
+        return "ok"
+    if need is None or swapped < need:
+        return "ambiguous"
+    i, j = contract.channel_pair
+    names = contract.channel_names
+    kinds.append("channel_order")
+    notes.append(
+        f"channels {names[i]} and {names[j]} look swapped in {swapped} of {stats.n} images "
+        f"(their colour balance mirrors the training images'; none matches it)"
+    )
+    return "swapped"
 
 
 def _result(

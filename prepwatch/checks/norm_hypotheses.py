@@ -104,16 +104,20 @@ def images_inside(
 
 def coverage_gap(
     low: np.ndarray, high: np.ndarray, coverage: tuple[np.ndarray, np.ndarray],
+    tolerance: np.ndarray,
 ) -> float:
-    """Largest distance, as a share of the range, between the batch's ends and the contract's.
+    """How far the batch's ends are from the contract's, in units of the tolerance.
 
-    A varied batch served correctly reaches close to both ends of the range the
-    training batches reached (dark and bright pixels), so its gap is small.
+    Per channel and end: the distance between the batch's extreme and the end of the
+    range training pixels cover, as a share of that range, divided by how far
+    training batches themselves fell short at that end (``tolerance``, shape
+    ``(2, C)``: low ends, high ends). A varied batch served correctly scores <= 1 at
+    every end; the result is the worst end.
     """
     lo, hi = coverage
     span = np.maximum(hi - lo, 1e-12)
-    gaps = np.concatenate(((low.min(axis=0) - lo) / span, (hi - high.max(axis=0)) / span))
-    return float(np.max(np.abs(gaps)))
+    gaps = np.stack((np.abs(low.min(axis=0) - lo) / span, np.abs(hi - high.max(axis=0)) / span))
+    return float(np.max(gaps / tolerance))
 
 
 def false_alarm_batch_size(rate: float, target: float) -> int | None:
@@ -141,10 +145,11 @@ def per_image_signatures(stats: ImageStats, eps: float = PER_IMAGE_EPS) -> dict[
     """For each per-image scaling, which images ``(N,)`` carry its fingerprint."""
     gmin = stats.min.min(axis=1)
     gmax = stats.max.max(axis=1)
+    # A nearly flat channel (saturated, black) hits the std floor every implementation
+    # has (max(std, eps)) and comes out with std < 1; the mean is 0 regardless.
+    centred = np.all((np.abs(stats.mean) < eps) & (stats.std < 1.0 + eps), axis=1)
     return {
-        "standardize_channel": np.all(
-            (np.abs(stats.mean) < eps) & (np.abs(stats.std - 1.0) < eps), axis=1
-        ),
+        "standardize_channel": centred & np.any(np.abs(stats.std - 1.0) < eps, axis=1),
         "standardize_image": (np.abs(stats.global_mean()) < eps)
         & (np.abs(stats.global_std() - 1.0) < eps),
         "minmax_01": (np.abs(gmin) < eps) & (np.abs(gmax - 1.0) < eps),

@@ -28,6 +28,8 @@ class NormalizedModel(nn.Module):
     inferred from statistics is refused, since baking a guess would hide mistakes.
     """
 
+    __jit_unused_properties__ = ["contract"]  # TorchScript: read it with from_module
+
     def __init__(
         self,
         model: nn.Module,
@@ -71,10 +73,8 @@ class NormalizedModel(nn.Module):
         self.nhwc: bool = input_layout == "NHWC"
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.dtype == torch.uint8:
-            x = x.to(self.mean.dtype) / 255.0
-        else:
-            x = x.to(self.mean.dtype)
+        scale = 255.0 if x.dtype == torch.uint8 else 1.0
+        x = x.to(self.mean.dtype) / scale
         if self.nhwc:
             x = x.permute(0, 3, 1, 2)
         if self.reorder:
