@@ -16,8 +16,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent
 sys.path.insert(0, str(ROOT.parent))
 
-MODULES = ("bench_loader", "bench_agent", "bench_sources", "bench_class_health", "bench_normalization", "bench_boxes",
-           "bench_scrape")
+MODULES = (
+    "bench_loader", "bench_agent", "bench_sources", "bench_class_health", "bench_normalization",
+    "bench_boxes", "bench_scrape",
+)
 
 
 def _flatten(prefix: str, value: object, out: dict) -> None:
