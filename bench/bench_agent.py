@@ -61,7 +61,7 @@ def agent_footprint(seconds: float = 30.0) -> dict:
 def first_batch(rounds: int = 5) -> dict:
     code = r"""
 import sys, time, torch
-sys.path.insert(0, %r)
+sys.path.insert(0, TESTS_DIR)
 from torch.utils.data import DataLoader
 from datasets import TensorPairs
 torch.set_num_threads(1)
@@ -76,7 +76,7 @@ else:
     it = dl
 next(iter(it))
 print(time.perf_counter() - t0)
-""" % str(ROOT / "tests")
+""".replace("TESTS_DIR", repr(str(ROOT / "tests")))
     times = {"0": [], "1": []}
     for i in range(rounds * 2):
         flag = "01"[i % 2]
@@ -87,7 +87,10 @@ print(time.perf_counter() - t0)
 
 
 def run(quick: bool = False) -> dict:
-    return {"agent": agent_footprint(10 if quick else 30), "time_to_first_batch": first_batch(3 if quick else 5)}
+    return {
+        "agent": agent_footprint(10 if quick else 30),
+        "time_to_first_batch": first_batch(3 if quick else 5),
+    }
 
 
 if __name__ == "__main__":

@@ -11,9 +11,9 @@ import urllib.error
 import urllib.request
 
 import pytest
+from helpers import scrape, value
 
 import prepwatch
-from helpers import scrape, value
 from prepwatch.context import Context
 from prepwatch.exporter.http import MetricsServer, PortInUseError
 from prepwatch.identity import Identity
@@ -136,7 +136,8 @@ def test_tls_serves_https_and_plain_http_fails(tmp_path):
         assert server.url.startswith("https://")
         context = ssl.create_default_context(cafile=str(cert))
         context.check_hostname = False
-        assert b"prepwatch_internal_errors_total" in urllib.request.urlopen(server.url, context=context).read()
+        body = urllib.request.urlopen(server.url, context=context).read()
+        assert b"prepwatch_internal_errors_total" in body
         with pytest.raises((urllib.error.URLError, ConnectionError, OSError)):
             urllib.request.urlopen(server.url.replace("https://", "http://"), timeout=5).read()
     finally:

@@ -15,8 +15,9 @@ import torch
 from torch.utils.data import DataLoader
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-import prepwatch  # noqa: E402
 from datasets import TensorPairs  # noqa: E402
+
+import prepwatch  # noqa: E402
 
 p = argparse.ArgumentParser()
 p.add_argument("--seconds", type=float, default=30)
@@ -40,5 +41,5 @@ dl = DataLoader(TensorPairs(64, delay=0.001), batch_size=8, num_workers=args.wor
                 persistent_workers=args.workers > 0)
 deadline = time.monotonic() + args.seconds
 while time.monotonic() < deadline:
-    for x, y in watch.loader(dl):
+    for _batch in watch.loader(dl):
         time.sleep(0.01)
