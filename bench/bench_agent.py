@@ -30,7 +30,8 @@ def agent_footprint(seconds: float = 30.0) -> dict:
     )
     job = None
     try:
-        url = re.search(r"(http://\S+/metrics)", agent.stderr.readline()).group(1)
+        url = next(m.group(1) for line in agent.stderr
+                   if (m := re.search(r"(http://\S+/metrics)", line)))
         env = dict(os.environ, PREPWATCH_AGENT_DIR=state, PREPWATCH_RUN="bench")
         job = subprocess.Popen([sys.executable, str(JOB), "--seconds", str(seconds + 30), "--workers", "2"],
                                env=env)

@@ -51,3 +51,19 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def read_url(stream, max_lines: int = 20) -> str:
+    """The first http(s)://.../metrics URL a command prints (log lines may come first)."""
+    import re
+
+    seen = []
+    for _ in range(max_lines):
+        line = stream.readline()
+        if not line:
+            break
+        seen.append(line)
+        match = re.search(r"(https?://\S+/metrics)", line)
+        if match:
+            return match.group(1)
+    raise AssertionError(f"no metrics URL in output: {seen!r}")

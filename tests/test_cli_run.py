@@ -10,7 +10,7 @@ import sys
 import time
 from pathlib import Path
 
-from helpers import scrape, value, wait_for
+from helpers import read_url, scrape, value, wait_for
 
 JOBS = Path(__file__).parent / "jobs"
 PREPWATCH = [sys.executable, "-m", "prepwatch.cli.main"]
@@ -35,10 +35,7 @@ class _start:
 
 
 def _url(proc) -> str:
-    line = proc.stderr.readline()
-    match = re.search(r"(http://\S+/metrics)", line)
-    assert match, line
-    return match.group(1)
+    return read_url(proc.stderr)
 
 
 def test_exit_code_of_the_job_comes_back():
@@ -110,7 +107,7 @@ def test_node_agent_serves_separately_started_jobs_and_notices_a_killed_one(tmp_
     job = None
     with _start(["agent", "--port", "0", "--state-dir", str(state)]) as agent:
         url = _url(agent)
-        assert f"PREPWATCH_AGENT_DIR={state}" in agent.stderr.readline()
+        assert any(f"PREPWATCH_AGENT_DIR={state}" in agent.stderr.readline() for _ in range(3))
         env = dict(os.environ, PREPWATCH_AGENT_DIR=str(state), PREPWATCH_RUN="sep")
         job = subprocess.Popen([sys.executable, str(JOBS / "train_loop.py"), "--workers", "0"], env=env)
         wait_for(lambda: (value(scrape(url), "prepwatch_steps_total", run="sep") or 0) > 0, timeout=60)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 import shutil
 import signal
 import subprocess
@@ -10,8 +9,7 @@ import sys
 from pathlib import Path
 
 import torch
-
-from helpers import scrape, value, wait_for
+from helpers import read_url, scrape, value, wait_for
 
 JOBS = Path(__file__).parent / "jobs"
 
@@ -41,7 +39,7 @@ def test_state_dir_deleted_mid_run_the_job_goes_on(tmp_path):
         stderr=subprocess.PIPE, text=True,
     )
     try:
-        url = re.search(r"(http://\S+/metrics)", proc.stderr.readline()).group(1)
+        url = read_url(proc.stderr)
         wait_for(lambda: (value(scrape(url), "prepwatch_steps_total") or 0) > 0, timeout=60)
         state = Path((tmp_path / "m.env").read_text())
         shutil.rmtree(state)
