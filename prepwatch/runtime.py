@@ -27,7 +27,6 @@ from prepwatch.exporter.http import MetricsServer, validate_bind
 from prepwatch.exporter.rank_link import RankLink
 from prepwatch.hooks.worker_stats import _set_recorder
 from prepwatch.identity import Identity
-from prepwatch.metrics.registry import LabelledView
 from prepwatch.sources import start_sources
 from prepwatch.watch import Watch
 
@@ -133,7 +132,7 @@ def start(
                 root = _writable_dir(Path(state_dir), "state_dir=...")
             artifacts = _writable_dir(root / identity.run / f"rank{identity.rank}", "state_dir=...")
             exporter = MetricsServer(
-                LabelledView(reg, identity.labels()), host=host, port=port,
+                reg, const_labels=identity.labels(), host=host, port=port,
                 artifacts_root=root, basic_auth=basic_auth, tls=tls,
                 port_option="prepwatch.start(port=...) or $PREPWATCH_PORT",
                 on_error=ctx.errors.report,

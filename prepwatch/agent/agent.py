@@ -80,7 +80,7 @@ class Agent:
             list(start_sources(self.ctx, pids=self.aggregator.pids, interval=sample_interval))
             if sources else []
         )
-        own = LabelledView(reg, {"run": run}) if run else reg
+        own = LabelledView(reg, {"run": run}) if run else reg  # a few series: copying is cheap
         self.collector = _Union(own, self.aggregator)
         try:
             self.server = MetricsServer(

@@ -24,6 +24,9 @@ from urllib.parse import parse_qs, unquote, urlparse
 
 from prometheus_client.exposition import choose_encoder
 
+from prepwatch.exporter.text import CONTENT_TYPE as TEXT_CONTENT_TYPE
+from prepwatch.exporter.text import encode_text
+from prepwatch.metrics.registry import LabelledView
 from prepwatch.sources.io import mark_internal_thread, unmark_internal_thread
 
 log = logging.getLogger("prepwatch")
@@ -49,6 +52,7 @@ class MetricsServer:
         self,
         collector: Any,
         *,
+        const_labels: Optional[dict[str, str]] = None,
         host: str = "127.0.0.1",
         port: int = 9400,
         artifacts_root: Optional[Path] = None,
@@ -59,6 +63,7 @@ class MetricsServer:
     ) -> None:
         validate_bind(host, port)
         self.collector = collector
+        self.const_labels = dict(const_labels or {})
         self.artifacts_root = Path(artifacts_root) if artifacts_root else None
         self._auth = _auth_header(basic_auth) if basic_auth else None
         self._on_error = on_error
@@ -174,6 +179,10 @@ def _make_handler(server: MetricsServer) -> type[BaseHTTPRequestHandler]:
             names = parse_qs(query).get("name[]")
             if names:
                 collector = _Restricted(collector, set(names))
+            if ctype.startswith("text/plain"):
+                return 200, TEXT_CONTENT_TYPE, encode_text(collector, server.const_labels)
+            if server.const_labels:  # OpenMetrics: prometheus_client's encoder, labels by copy
+                collector = LabelledView(collector, server.const_labels)
             return 200, ctype, encoder(collector)
 
         def _artifact(self, rel: str) -> tuple[int, str, bytes]:
