@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import time
+from pathlib import Path
+from typing import Any, Optional
 
 import numpy as np
 import torch
@@ -11,6 +13,9 @@ from torch.utils.data import Dataset
 import prepwatch
 
 NUM_CLASSES = 10
+IMAGE_BYTES = 32 * 32 * 3
+SHARD_SIZE = 512  # samples per shard file (1.5 MiB)
+READS_PER_OPEN = 64
 MEAN = (0.45, 0.45, 0.45)
 STD = (0.25, 0.25, 0.25)
 # Class c: a blob of colour PALETTE[c] at position POSITIONS[c] on textured noise.
@@ -49,7 +54,7 @@ class SyntheticShapes(Dataset):
 
     def __init__(
         self, size: int = 4096, seed: int = 0, augment: bool = True,
-        slow_read_s: float = 0.0, slow_decode_s: float = 0.0,
+        slow_read_s: float = 0.0, slow_decode_s: float = 0.0, shard_dir: Optional[Path] = None,
     ) -> None:
         self.size = size
         self.seed = seed
@@ -62,6 +67,35 @@ class SyntheticShapes(Dataset):
         self.images = np.stack(
             [render(int(c), np.random.default_rng((seed, i))) for i, c in enumerate(self.labels)]
         )
+        # With shard_dir the pixels are read back from a few large files, as a sharded
+        # dataset would be: a worker keeps a shard open for READS_PER_OPEN samples, so the
+        # IO signals (opens/s, bytes per open, open latency) have healthy values to show.
+        self.shard_dir = shard_dir
+        self._handles: dict[int, list[Any]] = {}  # shard -> [file, reads since open]
+        if shard_dir is not None:
+            shard_dir.mkdir(parents=True, exist_ok=True)
+            for shard, start in enumerate(range(0, size, SHARD_SIZE)):
+                (shard_dir / f"shard-{shard:03d}.bin").write_bytes(
+                    self.images[start : start + SHARD_SIZE].tobytes()
+                )
+
+    def __getstate__(self) -> dict:
+        state = dict(self.__dict__)
+        state["_handles"] = {}  # file handles stay in the process that opened them
+        return state
+
+    def _read(self, index: int) -> np.ndarray:
+        shard, offset = divmod(index, SHARD_SIZE)
+        entry = self._handles.get(shard)
+        if entry is None or entry[1] >= READS_PER_OPEN:
+            if entry is not None:
+                entry[0].close()
+            path = self.shard_dir / f"shard-{shard:03d}.bin"  # type: ignore[operator]
+            entry = self._handles[shard] = [prepwatch.timed_open(path, "rb"), 0]
+        f = entry[0]
+        f.seek(offset * IMAGE_BYTES)
+        entry[1] += 1
+        return np.frombuffer(f.read(IMAGE_BYTES), dtype=np.uint8).reshape(32, 32, 3)
 
     def __len__(self) -> int:
         return self.size
@@ -70,10 +104,11 @@ class SyntheticShapes(Dataset):
         label = int(self.labels[index])
         rng = np.random.default_rng((self.seed, index))
         with prepwatch.stage("read"):
+            raw = self._read(index) if self.shard_dir is not None else self.images[index]
             if self.slow_read_s:
                 time.sleep(self.slow_read_s)
         with prepwatch.stage("decode"):
-            image = self.images[index]
+            image = raw
             if self.slow_decode_s:
                 _busy(self.slow_decode_s)
         with prepwatch.stage("transform"):

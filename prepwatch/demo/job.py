@@ -5,8 +5,11 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import shutil
 import sys
+import tempfile
 import time
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -63,10 +66,12 @@ def train(watch: prepwatch.Watch, args: argparse.Namespace) -> int:
     """The healthy job (and the starved one): train, evaluate every few seconds."""
     torch.manual_seed(args.seed)
     starved = args.fault == "starvation"
+    shards = Path(tempfile.mkdtemp(prefix="prepwatch-demo-"))
     train_set = SyntheticShapes(
         4096, seed=args.seed, augment=True,
         slow_read_s=STARVED_READ_S if starved else 0.0,
         slow_decode_s=STARVED_DECODE_S if starved else 0.0,
+        shard_dir=shards,
     )
     eval_set = SyntheticShapes(256, seed=args.seed + 1, augment=False)
     loader = DataLoader(
@@ -107,6 +112,7 @@ def train(watch: prepwatch.Watch, args: argparse.Namespace) -> int:
         return 130
     finally:
         _call(watch, extras, "close")
+        shutil.rmtree(shards, ignore_errors=True)
     return 0
 
 
