@@ -1,0 +1,461 @@
+"""Box integrity on the training stream: sanity counts, online alignment probes, overlays.
+
+``watch.boxes(...)`` returns a :class:`BoxMonitor`; call :meth:`BoxMonitor.observe` with
+each augmented batch as the loader yields it (before moving it to the GPU):
+
+    boxes = watch.boxes(transform=train_transform, overlay_every=500)
+    for images, targets in watch.loader(loader):
+        boxes.observe(images, targets)
+
+Three things happen, each on its own cadence so the loop pays almost nothing:
+
+- every ``sample_every``-th batch: each box gets a sanity outcome (kept, clipped,
+  out_of_bounds, degenerate; dropped when the targets say how many boxes went in);
+- when ``transform`` is given: every ``probe_every``-th batch, and never more than
+  ``probe_budget`` of wall time, ``probe_trials`` alignment probes are pushed through that
+  same transform (see :mod:`prepwatch.checks.alignment`) on their own random numbers;
+- every ``overlay_every``-th batch (off by default): a PNG grid of the batch with its
+  boxes is written on a background thread under ``<artifacts>/overlays/``.
+
+Metrics (no labels beyond those listed; ``run`` and ``rank`` are added at exposition):
+
+- ``prepwatch_boxes_total{outcome}``: boxes leaving the transform, by sanity outcome
+- ``prepwatch_box_alignment_iou``: IoU of each probed box with where its object went
+- ``prepwatch_box_alignment_error_pixels``: worst edge (or centre) error of each probed box
+- ``prepwatch_box_alignment_checks_total{result}``: probe trials: aligned, misaligned, inconclusive
+- ``prepwatch_box_misalignments_total{kind}``: iou, offset, out_of_bounds, foreign, phantom
+- ``prepwatch_box_check_seconds_total{part}``: loop time spent in sanity, probe, overlay
+- ``prepwatch_box_overlays_total``, ``prepwatch_box_overlay_last_timestamp_seconds``,
+  ``prepwatch_box_overlay_info{path}`` (URL path of the latest overlay),
+  ``prepwatch_overlays_available`` (0 when Pillow is missing)
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import torch
+
+from prepwatch.checks.alignment import KINDS, RESULTS, Probe, ProbeReport
+from prepwatch.checks.box_format import OUTCOMES, check_format, classify, to_xyxy
+from prepwatch.checks.overlays import (
+    LATEST,
+    OverlayWriter,
+    Panel,
+    label_color,
+    pillow_available,
+    to_display,
+)
+from prepwatch.context import Context
+from prepwatch.metrics import sanitize_label_value
+
+log = logging.getLogger("prepwatch")
+
+IOU_BUCKETS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.85, 0.9, 0.95, 0.98, 0.99, 1.0)
+# 0.5 px is the axis-aligned tolerance, 1 px the flip off-by-one, 2 px the offset/iou split.
+ERROR_BUCKETS = (0.05, 0.1, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0, 20.0, 50.0)
+PARTS = ("sanity", "probe", "overlay")
+COMPONENT = "boxes"
+
+
+class BoxMonitor:
+    """Sanity counts, online alignment probes and overlays for a detection pipeline."""
+
+    def __init__(
+        self,
+        ctx: Context,
+        artifacts_dir: Path | str | None = None,
+        *,
+        transform: Callable[..., Any] | None = None,
+        probe_every: int = 50,
+        probe_trials: int = 2,
+        probe_budget: float = 0.01,
+        image_size: tuple[int, int] = (128, 96),
+        call: str = "auto",
+        box_format: str = "xyxy",
+        image_kind: str = "tensor",
+        tv_tensors: bool | None = None,
+        sample_every: int = 10,
+        min_size: float = 0.0,
+        overlay_every: int = 0,
+        overlay_keep: int = 20,
+        overlay_max_images: int = 16,
+        class_names: Sequence[str] | None = None,
+        artifacts_url: str | None = None,
+        seed: int = 0,
+    ) -> None:
+        for name, value in (("probe_every", probe_every), ("probe_trials", probe_trials),
+                            ("sample_every", sample_every), ("overlay_max_images", overlay_max_images)):
+            if int(value) < 1:
+                raise ValueError(f"{name} must be >= 1, got {value}")
+        if overlay_every < 0:
+            raise ValueError(f"overlay_every must be >= 0 (0 = off), got {overlay_every}")
+        if not 0 < probe_budget <= 1:
+            raise ValueError(f"probe_budget is a share of wall time in (0, 1], got {probe_budget}")
+        self.ctx = ctx
+        self.box_format = check_format(box_format)
+        self.sample_every = int(sample_every)
+        self.min_size = float(min_size)
+        self.probe_every = int(probe_every)
+        self.probe_trials = int(probe_trials)
+        self.probe_budget = float(probe_budget)
+        self.overlay_every = int(overlay_every)
+        self.overlay_max_images = int(overlay_max_images)
+        self.class_names = list(class_names) if class_names is not None else None
+        self._step = 0
+        self._next_probe_step = self.probe_every
+        self._next_probe_time = 0.0
+        self._closed = False
+
+        self._probe: Probe | None = None
+        if transform is not None:
+            self._probe = Probe(
+                transform, image_size=image_size, call=call, box_format=box_format,
+                image_kind=image_kind, tv_tensors=tv_tensors, seed=seed,
+            )
+        self._bind_metrics()
+        self._overlays: OverlayWriter | None = None
+        if overlay_every:
+            self._setup_overlays(artifacts_dir, overlay_keep, artifacts_url)
+
+    # -- set-up -------------------------------------------------------------------------
+    def _bind_metrics(self) -> None:
+        reg = self.ctx.registry
+        boxes = reg.counter(
+            "prepwatch_boxes_total",
+            "Boxes leaving the augmentation, by sanity outcome (sampled batches).",
+            ["outcome"],
+        )
+        self._outcome = [boxes.labels(o) for o in OUTCOMES]
+        self._iou = reg.histogram(
+            "prepwatch_box_alignment_iou",
+            "IoU of each probed box with the enclosing box of where its object's pixels went.",
+            buckets=IOU_BUCKETS,
+        ).labels()
+        self._error = reg.histogram(
+            "prepwatch_box_alignment_error_pixels",
+            "Worst edge (axis-aligned) or centre (rotated) error of each probed box, output pixels.",
+            buckets=ERROR_BUCKETS,
+        ).labels()
+        checks = reg.counter(
+            "prepwatch_box_alignment_checks_total",
+            "Alignment probe trials pushed through the training transform, by result.",
+            ["result"],
+        )
+        self._results = {r: checks.labels(r) for r in RESULTS}
+        mis = reg.counter(
+            "prepwatch_box_misalignments_total",
+            "Misaligned probe trials by kind (iou, offset, out_of_bounds, foreign, phantom).",
+            ["kind"],
+        )
+        self._kinds = {k: mis.labels(k) for k in KINDS}
+        seconds = reg.counter(
+            "prepwatch_box_check_seconds_total",
+            "Training-loop time spent in box checks, by part.",
+            ["part"],
+        )
+        self._seconds = {p: seconds.labels(p) for p in PARTS}
+        self._overlays_total = reg.counter(
+            "prepwatch_box_overlays_total", "Overlay grids written.",
+        ).labels()
+        self._overlay_ts = reg.gauge(
+            "prepwatch_box_overlay_last_timestamp_seconds", "When the latest overlay was written.",
+        ).labels()
+        self._overlay_ts.set(math.nan)
+        self._available = reg.gauge(
+            "prepwatch_overlays_available", "1 when Pillow is installed and overlays can be drawn.",
+        ).labels()
+        self.ctx.errors.precreate(COMPONENT)
+
+    def _setup_overlays(self, artifacts_dir: Path | str | None, keep: int, url: str | None) -> None:
+        if artifacts_dir is None:
+            raise ValueError(
+                "overlay_every needs a directory to write to: start prepwatch with an "
+                "artifacts directory (prepwatch.start(artifacts_dir=...)) or leave overlays off"
+            )
+        if not pillow_available():
+            self._available.set(0)
+            log.warning(
+                "prepwatch: overlays are off because Pillow is not installed; "
+                "pip install 'prepwatch[overlays]' to draw sampled batches with their boxes"
+            )
+            return
+        self._available.set(1)
+        directory = Path(artifacts_dir) / "overlays"
+        directory.mkdir(parents=True, exist_ok=True)
+        prefix = url if url is not None else self._default_url(Path(artifacts_dir))
+        path = f"{prefix.rstrip('/')}/overlays/{LATEST}"
+        self.ctx.registry.gauge(
+            "prepwatch_box_overlay_info",
+            "1; the path label is where the agent serves the latest overlay image.",
+            ["path"],
+        ).labels(sanitize_label_value(path, max_length=200)).set(1)
+        self._overlays = OverlayWriter(
+            directory, keep=keep, on_written=self._written,
+            on_error=lambda exc: self.ctx.errors.report(COMPONENT, exc),
+        )
+
+    def _default_url(self, artifacts_dir: Path) -> str:
+        """Where the exporter serves ``artifacts_dir``: ``/artifacts/<run>/rank<N>``.
+
+        prepwatch.start() puts each process' artifacts at ``<root>/<run>/rank<N>`` and the
+        exporter (or agent) serves ``<root>`` at ``/artifacts``. Pass ``artifacts_url`` when
+        the layout differs.
+        """
+        ident = self.ctx.identity
+        tail = (ident.run, f"rank{ident.rank}")
+        if tuple(artifacts_dir.parts[-2:]) == tail:
+            return f"/artifacts/{tail[0]}/{tail[1]}"
+        return f"/artifacts/{artifacts_dir.name}"
+
+    def _written(self, path: Path) -> None:
+        self._overlays_total.inc()
+        self._overlay_ts.set(time.time())
+
+    @property
+    def overlay_dir(self) -> Path | None:
+        return self._overlays.directory if self._overlays is not None else None
+
+    # -- per batch ----------------------------------------------------------------------
+    def observe(
+        self,
+        images: Any,
+        boxes: Any = None,
+        labels: Any = None,
+        *,
+        boxes_in: Any = None,
+    ) -> None:
+        """Account one augmented batch. Cheap except on sampled steps; never raises.
+
+        ``images``: a (N, C, H, W) tensor or a list of (C, H, W) images (canvas sizes are
+        read from them). ``boxes``: per-image boxes (list of (K, 4) tensors in
+        ``box_format``, or ``tv_tensors.BoundingBoxes``) or a list of target dicts with
+        ``"boxes"``, optional ``"labels"`` and optional ``"boxes_in"`` (how many boxes the
+        sample had before augmentation, to count dropped boxes). ``boxes_in`` may also be
+        given here as a sequence of counts.
+        """
+        self._step += 1
+        step = self._step
+        sample = step % self.sample_every == 0
+        overlay = self._overlays is not None and step % self.overlay_every == 0
+        probe = self._probe is not None and step >= self._next_probe_step
+        if not (sample or overlay or probe):
+            return
+        try:
+            if sample or overlay:
+                start = time.perf_counter()
+                parsed = _Batch.parse(images, boxes, labels, boxes_in, self.box_format)
+                if sample:
+                    self._sanity(parsed)
+                    self._seconds["sanity"].inc(time.perf_counter() - start)
+                if overlay:
+                    start = time.perf_counter()
+                    self._overlay(step, images, parsed)
+                    self._seconds["overlay"].inc(time.perf_counter() - start)
+            if probe:
+                self._maybe_probe()
+        except Exception as exc:
+            self.ctx.errors.report(COMPONENT, exc)
+
+    def _sanity(self, batch: _Batch) -> None:
+        totals = np.zeros(len(OUTCOMES), dtype=np.int64)
+        if len(batch.boxes):
+            sizes = np.repeat(np.asarray(batch.canvases, dtype=np.float64), batch.counts, axis=0)
+            outcome = classify(batch.boxes, sizes[:, 1], sizes[:, 0], min_size=self.min_size)
+            totals += np.bincount(outcome, minlength=len(OUTCOMES))
+        dropped = sum(
+            max(0, n_in - n) for n_in, n in zip(batch.boxes_in, batch.counts) if n_in is not None
+        )
+        totals[OUTCOMES.index("dropped")] += dropped
+        for child, n in zip(self._outcome, totals.tolist()):
+            if n:
+                child.inc(n)
+
+    def _overlay(self, step: int, images: Any, batch: _Batch) -> None:
+        assert self._overlays is not None
+        n = min(len(batch.counts), self.overlay_max_images)
+        copies = [_cpu_copy(images[i]) for i in range(n)]
+        per_image = batch.per_image()[:n]
+        labels = [batch.labels(i) for i in range(n)]
+        names = self.class_names
+
+        def panels() -> list[Panel]:
+            out = []
+            for img, b, lab in zip(copies, per_image, labels):
+                texts, colors = [], []
+                for j in range(len(b)):
+                    if lab is not None and j < len(lab):
+                        k = int(lab[j])
+                        texts.append(names[k] if names and 0 <= k < len(names) else str(k))
+                        colors.append(label_color(k))
+                    else:
+                        texts.append("")
+                        colors.append((255, 255, 0))
+                out.append(Panel(to_display(img), b, texts, colors, caption=f"step {step}"))
+            return out
+
+        self._overlays.submit(step, panels)
+
+    def _maybe_probe(self) -> None:
+        now = time.monotonic()
+        if now < self._next_probe_time:
+            return
+        start = time.perf_counter()
+        self.probe(self.probe_trials)
+        spent = time.perf_counter() - start
+        self._next_probe_step = self._step + self.probe_every
+        # Probes may take at most probe_budget of wall time: wait spent * (1/b - 1).
+        self._next_probe_time = time.monotonic() + spent * (1.0 / self.probe_budget - 1.0)
+
+    # -- probing ------------------------------------------------------------------------
+    def probe(self, trials: int | None = None) -> ProbeReport | None:
+        """Push ``trials`` alignment probes through the transform now and record them."""
+        if self._probe is None:
+            return None
+        start = time.perf_counter()
+        try:
+            report = self._probe.run(trials or self.probe_trials)
+        except Exception as exc:
+            self.ctx.errors.report(COMPONENT, exc)
+            return None
+        finally:
+            self._seconds["probe"].inc(time.perf_counter() - start)
+        self.record(report)
+        return report
+
+    def record(self, report: ProbeReport) -> None:
+        """Export a probe report's verdicts (also for reports run elsewhere)."""
+        for t in report.trials:
+            self._results[t.result].inc()
+            if t.kind:
+                self._kinds[t.kind].inc()
+            if t.iou is not None:
+                self._iou.observe(t.iou)
+            if t.error_px is not None:
+                self._error.observe(t.error_px)
+
+    def flush(self) -> None:
+        """Wait for a pending overlay to be written (tests, end of a run)."""
+        if self._overlays is not None:
+            self._overlays.flush()
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        if self._overlays is not None:
+            self._overlays.close()
+
+
+# ---------------------------------------------------------------------------------------
+# Reading a batch in the forms detection pipelines use
+# ---------------------------------------------------------------------------------------
+def _cpu_copy(image: Any) -> Any:
+    if isinstance(image, torch.Tensor):
+        return image.detach().to("cpu", copy=True)
+    return np.array(image, copy=True)
+
+
+def _canvas(image: Any) -> tuple[int, int]:
+    shape = tuple(image.shape) if hasattr(image, "shape") else np.asarray(image).shape
+    if len(shape) == 2:
+        return int(shape[0]), int(shape[1])
+    if len(shape) == 3:
+        if not isinstance(image, torch.Tensor) and shape[-1] in (1, 3, 4) and shape[0] not in (1, 3, 4):
+            return int(shape[0]), int(shape[1])  # numpy HWC
+        return int(shape[-2]), int(shape[-1])
+    raise ValueError(f"expected images of shape (C, H, W) or (H, W), got {shape}")
+
+
+def _as_xyxy(boxes: Any, fmt: str) -> np.ndarray:
+    if boxes is None:
+        return np.zeros((0, 4))
+    box_fmt = getattr(boxes, "format", None)
+    if box_fmt is not None and hasattr(boxes, "canvas_size"):
+        fmt = {"XYXY": "xyxy", "XYWH": "xywh", "CXCYWH": "cxcywh"}[str(box_fmt.name).upper()]
+    if isinstance(boxes, torch.Tensor):
+        arr = boxes.detach().cpu().as_subclass(torch.Tensor).to(torch.float64).numpy()
+    else:
+        arr = np.asarray(boxes, dtype=np.float64)
+    return to_xyxy(arr.reshape(-1, 4), fmt)
+
+
+def _as_labels(labels: Any) -> np.ndarray | None:
+    if labels is None:
+        return None
+    if isinstance(labels, torch.Tensor):
+        return labels.detach().cpu().as_subclass(torch.Tensor).numpy().reshape(-1)
+    return np.asarray(labels).reshape(-1)
+
+
+class _Batch:
+    """One observed batch: all boxes joined (xyxy) with per-image counts and canvases.
+
+    Joined, the sanity check is a few array operations whatever the batch size; labels
+    and per-image splits are only made when an overlay needs them.
+    """
+
+    __slots__ = ("canvases", "boxes", "counts", "boxes_in", "_labels")
+
+    def __init__(self, canvases: list[tuple[int, int]], boxes: np.ndarray, counts: list[int],
+                 boxes_in: list[int | None], labels: list[Any]) -> None:
+        self.canvases = canvases
+        self.boxes = boxes
+        self.counts = counts
+        self.boxes_in = boxes_in
+        self._labels = labels
+
+    def per_image(self) -> list[np.ndarray]:
+        return np.split(self.boxes, np.cumsum(self.counts)[:-1]) if self.counts else []
+
+    def labels(self, i: int) -> np.ndarray | None:
+        return _as_labels(self._labels[i]) if i < len(self._labels) else None
+
+    @classmethod
+    def parse(cls, images: Any, boxes: Any, labels: Any, boxes_in: Any, fmt: str) -> _Batch:
+        n = len(images)
+        if boxes is None:
+            raise TypeError(
+                "observe() needs boxes: observe(images, targets) or observe(images, boxes, labels)"
+            )
+        if isinstance(boxes, torch.Tensor) and boxes.dim() == 3:
+            boxes = list(boxes)
+        if len(boxes) != n:
+            raise ValueError(f"observe() got {n} images but {len(boxes)} box sets")
+        dicts = n > 0 and isinstance(boxes[0], dict)
+        raw = [item.get("boxes") for item in boxes] if dicts else list(boxes)
+        joined, counts = _join_xyxy(raw, fmt)
+        if dicts:
+            label_list = [item.get("labels") for item in boxes]
+            in_counts = [item.get("boxes_in") for item in boxes]
+        else:
+            label_list = [labels[i] for i in range(n)] if labels is not None else []
+            in_counts = [None] * n
+        if boxes_in is not None:
+            in_counts = list(boxes_in)
+        if isinstance(images, torch.Tensor) and images.dim() == 4:
+            canvases = [(int(images.shape[-2]), int(images.shape[-1]))] * n
+        else:
+            canvases = [_canvas(images[i]) for i in range(n)]
+        return cls(canvases, joined, counts, [None if c is None else int(c) for c in in_counts],
+                   label_list)
+
+
+def _join_xyxy(raw: list[Any], fmt: str) -> tuple[np.ndarray, list[int]]:
+    """All images' boxes as one xyxy array, converted in one go where they are plain tensors."""
+    plain = bool(raw) and all(
+        isinstance(b, torch.Tensor) and getattr(b, "format", None) is None and b.dim() == 2
+        for b in raw
+    )
+    if plain:
+        counts = [int(b.shape[0]) for b in raw]
+        joined = torch.cat([b.detach().reshape(-1, 4) for b in raw]).cpu().to(torch.float64).numpy()
+        return to_xyxy(joined, fmt), counts
+    parts = [_as_xyxy(b, fmt) for b in raw]
+    counts = [len(p) for p in parts]
+    return (np.concatenate(parts) if parts else np.zeros((0, 4))), counts

@@ -1,0 +1,243 @@
+"""Clip augmentation consistency on the training stream, and probes of the clip transform.
+
+``watch.clips(...)`` returns a :class:`ClipMonitor`. Two ways to feed it:
+
+- ``clips.observe(raw, augmented)`` where both are at hand (augmentation on the GPU in
+  the loop, or a dataset that returns both): (T, C, H, W) clips or (N, T, C, H, W)
+  batches; every ``sample_every``-th call is measured.
+- ``watch.clips(transform=clip_transform)``: every ``probe_every``-th call of
+  :meth:`ClipMonitor.step` (or of ``observe``), a generated clip whose content dims over
+  time goes through the transform (on its own random numbers) and is measured. This
+  works wherever the transform runs, including DataLoader workers, because the probe
+  runs its own copy here.
+
+Measuring a clip takes 15-25 ms, so observed clips and probes each take at most
+``budget`` (default 1%) of wall time, whatever the cadence asks for.
+
+What is measured is explained in :mod:`prepwatch.checks.video_consistency`.
+
+Metrics:
+
+- ``prepwatch_clip_photometric_jitter{source}``: histogram of per-clip jitter (frame-to-frame
+  variation of the photometric change, relative to the signal; 0 = perfectly consistent)
+- ``prepwatch_clips_total{source, outcome}``: consistent, inconsistent, skipped
+- ``prepwatch_clip_jitter_threshold``: the threshold in use (dashboards draw it)
+- ``prepwatch_clip_check_seconds_total{part}``: loop time spent in observe and probe
+
+``source`` is ``stream`` (observed clips) or ``probe`` (generated clips).
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Callable
+
+import numpy as np
+import torch
+
+from prepwatch.checks.geometry_adapters import is_tv_transform
+from prepwatch.checks.geometry_rng import isolated_rng
+from prepwatch.checks.video_clips import brightness_ramp, textured_clip
+from prepwatch.checks.video_consistency import DEFAULT_THRESHOLD, ClipReport, clip_consistency
+from prepwatch.context import Context
+
+JITTER_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.02, 0.03, 0.05, 0.1, 0.2, 0.5, 1.0)
+OUTCOMES = ("consistent", "inconsistent", "skipped")
+SOURCES = ("stream", "probe")
+COMPONENT = "clips"
+
+
+class ClipMonitor:
+    """Measures whether clip augmentation treats all frames of a clip alike."""
+
+    def __init__(
+        self,
+        ctx: Context,
+        *,
+        threshold: float = DEFAULT_THRESHOLD,
+        sample_every: int = 10,
+        max_clips: int = 2,
+        transform: Callable[[Any], Any] | None = None,
+        probe_every: int = 50,
+        budget: float = 0.01,
+        probe_shape: tuple[int, int, int] = (8, 128, 128),
+        probe_dtype: str = "float",
+        tv_tensors: bool | None = None,
+        max_pixels: int = 2048,
+        seed: int = 0,
+    ) -> None:
+        if not 0 < threshold < 1:
+            raise ValueError(f"threshold is a relative variation in (0, 1), got {threshold}")
+        for name, value in (("sample_every", sample_every), ("max_clips", max_clips),
+                            ("probe_every", probe_every)):
+            if int(value) < 1:
+                raise ValueError(f"{name} must be >= 1, got {value}")
+        if not 0 < budget <= 1:
+            raise ValueError(f"budget is a share of wall time in (0, 1], got {budget}")
+        frames, height, width = probe_shape
+        if frames < 2 or height < 16 or width < 16:
+            raise ValueError(f"probe_shape (T, H, W) needs T >= 2 and 16x16 frames, got {probe_shape}")
+        if probe_dtype not in ("float", "uint8"):
+            raise ValueError(f"probe_dtype must be 'float' or 'uint8', got {probe_dtype!r}")
+        if transform is not None and not callable(transform):
+            raise TypeError(f"transform must be callable, got {type(transform).__name__}")
+        self.ctx = ctx
+        self.threshold = float(threshold)
+        self.sample_every = int(sample_every)
+        self.max_clips = int(max_clips)
+        self.max_pixels = int(max_pixels)
+        self.transform = transform
+        self.probe_every = int(probe_every)
+        self.budget = float(budget)
+        self.probe_shape = (int(frames), int(height), int(width))
+        self.probe_dtype = probe_dtype
+        self.tv_tensors = (
+            is_tv_transform(transform) if tv_tensors is None and transform is not None
+            else bool(tv_tensors)
+        )
+        if self.tv_tensors:
+            import torchvision.tv_tensors  # noqa: F401 - fail at set-up, not per probe
+        self.seed = int(seed)
+        self._rng = np.random.default_rng(seed)
+        self._calls = 0
+        self._probes = 0
+        self._next_probe_call = self.probe_every
+        self._next_probe_time = 0.0
+        self._next_check_time = 0.0
+        self._bind_metrics()
+
+    def _bind_metrics(self) -> None:
+        reg = self.ctx.registry
+        hist = reg.histogram(
+            "prepwatch_clip_photometric_jitter",
+            "Per clip: frame-to-frame variation of the photometric change (augmented vs raw),"
+            " relative to the signal; 0 means every frame was treated alike.",
+            ["source"], buckets=JITTER_BUCKETS,
+        )
+        self._jitter = {s: hist.labels(s) for s in SOURCES}
+        clips = reg.counter(
+            "prepwatch_clips_total", "Clips checked for augmentation consistency, by outcome.",
+            ["source", "outcome"],
+        )
+        self._outcomes = {(s, o): clips.labels(s, o) for s in SOURCES for o in OUTCOMES}
+        reg.gauge(
+            "prepwatch_clip_jitter_threshold",
+            "Jitter above which a clip counts as inconsistent (pixel mode).",
+        ).labels().set(self.threshold)
+        seconds = reg.counter(
+            "prepwatch_clip_check_seconds_total", "Training-loop time spent in clip checks.",
+            ["part"],
+        )
+        self._seconds = {p: seconds.labels(p) for p in ("observe", "probe")}
+        self.ctx.errors.precreate(COMPONENT)
+
+    # -- stream -------------------------------------------------------------------------
+    def observe(self, raw: Any, augmented: Any) -> None:
+        """Account raw and augmented clips (T, C, H, W) or batches (N, T, C, H, W).
+
+        Cheap unless this call is sampled; never raises. Also advances the probe cadence.
+        """
+        self._calls += 1
+        if self._calls % self.sample_every == 0 and time.monotonic() >= self._next_check_time:
+            start = time.perf_counter()
+            try:
+                self.check(raw, augmented, source="stream")
+            except Exception as exc:
+                self.ctx.errors.report(COMPONENT, exc)
+            spent = time.perf_counter() - start
+            self._seconds["observe"].inc(spent)
+            self._next_check_time = self._after(spent)
+        self._maybe_probe()
+
+    def step(self) -> None:
+        """Advance the probe cadence once per training step (when not calling observe)."""
+        self._calls += 1
+        self._maybe_probe()
+
+    def check(self, raw: Any, augmented: Any, *, source: str = "stream") -> list[ClipReport]:
+        """Measure now (up to ``max_clips`` clips of a batch) and record the results."""
+        if source not in SOURCES:
+            raise ValueError(f"source must be one of {SOURCES}, got {source!r}")
+        if raw.ndim == 4:
+            pairs = [(raw, augmented)]
+        elif raw.ndim == 5:
+            n = min(len(raw), self.max_clips)
+            pairs = [(raw[i], augmented[i]) for i in range(n)]
+        else:
+            raise ValueError(f"expected clips (T, C, H, W) or (N, T, C, H, W), got {tuple(raw.shape)}")
+        reports = []
+        for r, a in pairs:
+            report = clip_consistency(
+                r, a, threshold=self.threshold, max_pixels=self.max_pixels,
+            )
+            self.record(report, source)
+            reports.append(report)
+        return reports
+
+    def record(self, report: ClipReport, source: str = "stream") -> None:
+        if report.jitter is None or report.consistent is None:
+            self._outcomes[(source, "skipped")].inc()
+            return
+        self._jitter[source].observe(report.jitter)
+        outcome = "consistent" if report.consistent else "inconsistent"
+        self._outcomes[(source, outcome)].inc()
+
+    # -- probe --------------------------------------------------------------------------
+    def _maybe_probe(self) -> None:
+        if self.transform is None or self._calls < self._next_probe_call:
+            return
+        if time.monotonic() < self._next_probe_time:
+            return
+        start = time.perf_counter()
+        self.probe()
+        spent = time.perf_counter() - start
+        self._next_probe_call = self._calls + self.probe_every
+        self._next_probe_time = self._after(spent)
+
+    def _after(self, spent: float) -> float:
+        """When the next measurement may start: each kind takes at most ``budget`` of wall
+        time, so after ``spent`` seconds it waits ``spent * (1/budget - 1)``."""
+        return time.monotonic() + spent * (1.0 / self.budget - 1.0)
+
+    def probe(self, clips: int = 1) -> list[ClipReport]:
+        """Push ``clips`` generated clips through the transform now and record them."""
+        if self.transform is None:
+            return []
+        start = time.perf_counter()
+        reports = []
+        try:
+            for _ in range(clips):
+                raw, augmented = self._probe_pair()
+                report = clip_consistency(
+                    raw, augmented, threshold=self.threshold, max_pixels=self.max_pixels,
+                )
+                self.record(report, "probe")
+                reports.append(report)
+        except Exception as exc:
+            self.ctx.errors.report(COMPONENT, exc)
+        finally:
+            self._seconds["probe"].inc(time.perf_counter() - start)
+        return reports
+
+    def _probe_pair(self) -> tuple[torch.Tensor, torch.Tensor]:
+        frames, height, width = self.probe_shape
+        dim = float(self._rng.uniform(0.5, 0.9))  # the content dims: must not count as jitter
+        gains = brightness_ramp(frames, 1.0, dim) if self._rng.integers(2) else None
+        raw = textured_clip(self._rng, frames, height, width, gains=gains)
+        clip_in: Any = raw
+        if self.probe_dtype == "uint8":
+            raw = torch.round(raw * 255.0)
+            clip_in = raw.to(torch.uint8)
+        if self.tv_tensors:
+            from torchvision import tv_tensors
+
+            clip_in = tv_tensors.Video(clip_in)
+        with isolated_rng(self.seed * 1_000_003 + self._probes):
+            out = self.transform(clip_in)  # type: ignore[misc]
+        self._probes += 1
+        if isinstance(out, torch.Tensor):
+            out = out.as_subclass(torch.Tensor)
+        return raw, out
+
+    def close(self) -> None:
+        """Nothing to release; present so ``watch.stop()`` treats all components alike."""
