@@ -3,9 +3,9 @@
 import math
 import random
 
+from helpers import parse
 from prometheus_client import CollectorRegistry, Histogram, generate_latest
 
-from helpers import parse
 from prepwatch.context import Context
 from prepwatch.metrics import STEP_BUCKETS, WAIT_BUCKETS, geometric_buckets
 

@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import threading
 import queue
+import threading
 import time
 
 import pytest
-from torch.utils.data import DataLoader
-
 from datasets import DictSamples, Stream, TensorPairs
 from helpers import scrape, value
+from torch.utils.data import DataLoader
 
 
 def counts(url: str) -> dict[str, float]:

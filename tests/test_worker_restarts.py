@@ -6,10 +6,9 @@ import os
 import time
 import urllib.request
 
-from torch.utils.data import DataLoader
-
 from datasets import TensorPairs
 from helpers import parse, value
+from torch.utils.data import DataLoader
 
 
 def _fds() -> int:

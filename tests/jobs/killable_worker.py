@@ -11,8 +11,9 @@ import torch
 from torch.utils.data import DataLoader
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-import prepwatch  # noqa: E402
 from datasets import TensorPairs  # noqa: E402
+
+import prepwatch  # noqa: E402
 
 wrap = sys.argv[1] == "wrapped"
 torch.set_num_threads(1)
