@@ -10,18 +10,20 @@ from typing import Optional, Sequence
 
 from prepwatch._version import __version__
 
-# Subcommand modules, in help order. Each defines add_parser(subparsers).
-SUBCOMMANDS = (
-    "prepwatch.cli.run",
-    "prepwatch.cli.agent",
-    "prepwatch.cli.demo",
-    "prepwatch.cli.probe_io",
-    "prepwatch.cli.check_transform",
-    "prepwatch.cli.dashboards",
-)
+# Subcommands in help order: module (defines add_parser(subparsers)) and one-line help.
+# Only the chosen command's module is imported, so `prepwatch agent` never loads torch.
+SUBCOMMANDS = {
+    "run": ("prepwatch.cli.run", "run a training command with the agent attached"),
+    "agent": ("prepwatch.cli.agent", "serve every prepwatch job on this node on one endpoint"),
+    "demo": ("prepwatch.cli.demo", "run a small CPU training job with every signal on"),
+    "probe-io": ("prepwatch.cli.probe_io", "measure a dataset directory's storage"),
+    "check-transform": ("prepwatch.cli.check_transform", "check that a transform moves boxes with pixels"),
+    "dashboards": ("prepwatch.cli.dashboards", "install the Grafana dashboards"),
+}
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(command: Optional[str] = None) -> argparse.ArgumentParser:
+    """The parser; ``command`` (if given) gets its full arguments, others a help line."""
     parser = argparse.ArgumentParser(
         prog="prepwatch",
         description="Watch the input side of PyTorch training from Prometheus.",
@@ -29,19 +31,18 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"prepwatch {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for name in SUBCOMMANDS:
-        try:
-            module = importlib.import_module(name)
-        except ImportError as exc:
-            if exc.name != name:
-                raise
-            continue
-        module.add_parser(subparsers)
+    for name, (module_name, help_line) in SUBCOMMANDS.items():
+        if name == command:
+            importlib.import_module(module_name).add_parser(subparsers)
+        else:
+            subparsers.add_parser(name, help=help_line, add_help=False)
     return parser
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    command = next((a for a in argv if a in SUBCOMMANDS), None)
+    parser = build_parser(command)
     args = parser.parse_args(argv)
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
