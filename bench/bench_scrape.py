@@ -12,11 +12,11 @@ from __future__ import annotations
 
 import os
 import statistics
-import warnings
 import sys
 import tempfile
 import time
 import urllib.request
+import warnings
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent

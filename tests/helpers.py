@@ -67,3 +67,18 @@ def read_url(stream, max_lines: int = 20) -> str:
         if match:
             return match.group(1)
     raise AssertionError(f"no metrics URL in output: {seen!r}")
+
+
+def require_binary(name: str) -> str:
+    """Path of a Debian-packaged tool the test needs; missing fails under CI, skips elsewhere."""
+    import os
+    import shutil
+
+    import pytest
+
+    path = shutil.which(name)
+    if path is None:
+        if os.environ.get("CI"):
+            pytest.fail(f"{name} is not installed (apt-get install prometheus prometheus-alertmanager)")
+        pytest.skip(f"{name} not installed")
+    return path

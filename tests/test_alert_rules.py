@@ -10,14 +10,13 @@ thresholds table.
 
 from __future__ import annotations
 
-import os
 import re
-import shutil
 import subprocess
 from pathlib import Path
 
 import pytest
 import yaml
+from helpers import require_binary
 from runbook_links import ROOT, runbook_problem
 
 ALERTS_DIR = ROOT / "alerts"
@@ -29,13 +28,7 @@ ALERT_NAME = re.compile(r"^Prepwatch[A-Z][A-Za-z0-9]*$")
 RECORD_NAME = re.compile(r"^[a-z_]+:[a-z0-9_]+:[a-z0-9_]+$")
 
 
-def _tool(name: str) -> str:
-    path = shutil.which(name)
-    if path is None:
-        if os.environ.get("CI"):
-            pytest.fail(f"{name} is not installed (apt-get install prometheus)")
-        pytest.skip(f"{name} not installed")
-    return path
+_tool = require_binary
 
 
 def _load(path: Path) -> dict:

@@ -7,26 +7,18 @@ paths Prometheus will use inside its container.
 
 from __future__ import annotations
 
-import os
 import re
-import shutil
 import subprocess
 from pathlib import Path
 
-import pytest
 import yaml
+from helpers import require_binary
 from runbook_links import ROOT
 
 COMPOSE = ROOT / "docker-compose.yml"
 
 
-def _tool(name: str) -> str:
-    path = shutil.which(name)
-    if path is None:
-        if os.environ.get("CI"):
-            pytest.fail(f"{name} is not installed (apt-get install prometheus prometheus-alertmanager)")
-        pytest.skip(f"{name} not installed")
-    return path
+_tool = require_binary
 
 
 def _compose() -> dict:

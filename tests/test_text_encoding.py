@@ -3,9 +3,9 @@
 import math
 
 import torch
+from helpers import parse
 from prometheus_client import generate_latest
 
-from helpers import parse
 from prepwatch.checks.class_health import ClassHealth
 from prepwatch.context import Context
 from prepwatch.exporter.text import encode_text

@@ -16,7 +16,6 @@ import importlib.util
 import json
 import os
 import re
-import shutil
 import signal
 import socket
 import subprocess
@@ -30,8 +29,8 @@ from pathlib import Path
 from typing import Any, Callable, Iterator, Optional
 
 import psutil
-import pytest
 import yaml
+from helpers import require_binary
 
 ROOT = Path(__file__).resolve().parents[2]
 # The rules' windows, scaled down so an alert can fire within a test: a 1 s scrape keeps
@@ -50,13 +49,7 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def need(binary: str) -> str:
-    path = shutil.which(binary)
-    if path is None:
-        if os.environ.get("CI"):
-            pytest.fail(f"{binary} is not installed (apt-get install prometheus prometheus-alertmanager)")
-        pytest.skip(f"{binary} not installed")
-    return path
+need = require_binary
 
 
 def http_get(url: str, timeout: float = 5.0) -> bytes:
