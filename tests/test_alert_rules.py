@@ -135,3 +135,17 @@ def test_recording_rule_names_and_thresholds_table(path: Path) -> None:
     assert re.search(r"^#\s*Thresholds", head, re.M), (
         f"{path.name}: put the commented Thresholds table at the top of the file"
     )
+
+
+@pytest.mark.parametrize("path", RULE_FILES, ids=lambda p: p.name)
+def test_alerts_share_a_group_with_the_records_they_read(path):
+    """Groups evaluate independently: an alert in another group than its recording rules
+    reads them one evaluation late, which made promtool tests at a `for:` boundary flaky."""
+    groups = _load(path)["groups"]
+    recorded = {r["record"]: g["name"] for g in groups for r in g["rules"] if "record" in r}
+    for group in groups:
+        for rule in group["rules"]:
+            if "alert" in rule:
+                for name, where in recorded.items():
+                    if name in rule["expr"]:
+                        assert where == group["name"], f"{rule['alert']} reads {name} from {where}"
