@@ -22,6 +22,7 @@ from prometheus_client import generate_latest  # noqa: E402
 from bench.common import alternate  # noqa: E402
 from prepwatch.checks.class_health import ClassHealth  # noqa: E402
 from prepwatch.context import Context  # noqa: E402
+from prepwatch.exporter.text import encode_text  # noqa: E402
 from prepwatch.metrics.registry import LabelledView  # noqa: E402
 
 CLASSES = 1000
@@ -117,6 +118,14 @@ def _scrape_cost(repeats: int) -> dict:
                 ch.eval_predictions(torch.randint(0, CLASSES, (4096,), generator=gen),
                                     torch.randint(0, CLASSES, (4096,), generator=gen))
     view = LabelledView(ctx.registry, ctx.identity.labels)
+    labels = ctx.identity.labels()
+    encoders = (
+        # what prepwatch's endpoint serves (its own encoder, identity labels rendered once)
+        ("endpoint_text_with_run_rank", lambda: encode_text(ctx.registry, labels)),
+        # for comparison: prometheus_client's encoder, without and with the labels by copy
+        ("prometheus_client_text", lambda: generate_latest(ctx.registry)),
+        ("prometheus_client_text_with_run_rank", lambda: generate_latest(view)),
+    )
     out = {}
     times = []
     for _ in range(repeats):
@@ -125,12 +134,12 @@ def _scrape_cost(repeats: int) -> dict:
         times.append(time.perf_counter() - t0)
     out["collect_only"] = {"p50_ms": statistics.median(times) * 1e3, "min_ms": min(times) * 1e3,
                            "max_ms": max(times) * 1e3, "lines": 0, "bytes": 0}
-    for name, source in (("text_exposition", ctx.registry), ("text_with_run_rank_labels", view)):
+    for name, render in encoders:
         times = []
         body = b""
         for _ in range(repeats):
             t0 = time.perf_counter()
-            body = generate_latest(source)
+            body = render()
             times.append(time.perf_counter() - t0)
         out[name] = {
             "p50_ms": statistics.median(times) * 1e3,
