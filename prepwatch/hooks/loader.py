@@ -76,7 +76,7 @@ class WatchedLoader(Generic[T]):
         return len(self._iterable)  # type: ignore[arg-type]
 
     def __getattr__(self, name: str) -> Any:
-        if name.startswith("__"):
+        if name.startswith("__") or "_iterable" not in self.__dict__:  # e.g. during copy/pickle
             raise AttributeError(name)
         return getattr(self._iterable, name)
 
