@@ -58,7 +58,10 @@ def pick(samples: dict, metric: str, /, **labels: str) -> float | None:
 
 def expected_annotations(drop: float) -> dict[str, str]:
     """The alert's annotations, rendered the way Prometheus' templates would."""
-    rule = yaml.safe_load(RULES.read_text())["groups"][1]["rules"][0]
+    rule = next(
+        r for g in yaml.safe_load(RULES.read_text())["groups"] for r in g["rules"]
+        if r.get("alert") == "PrepwatchRareClassRecallDrop"
+    )
     out = {}
     for key, text in rule["annotations"].items():
         text = text.replace("{{ $labels.run }}", "overaug").replace("{{ $labels.split }}", "eval")
