@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 
 from helpers import read_url, scrape, value, wait_for
@@ -97,6 +98,13 @@ def test_ranks_of_one_node_each_carry_their_rank(tmp_path):
 
         s = wait_for(ranks, timeout=90)
         assert value(s, "prepwatch_agent_ranks") == 2
+        body = urllib.request.urlopen(url).read().decode()
+        types = [line.split()[2] for line in body.splitlines() if line.startswith("# TYPE ")]
+        assert len(types) == len(set(types))  # one family per name across agent and ranks
+        assert value(s, "prepwatch_build_info", run="ddp") == 3  # the agent's and two ranks\'
+        # the agent's process-tree sampler finds the ranks' DataLoader workers (rescans every 10 s)
+        wait_for(lambda: (value(scrape(url), "prepwatch_process_cpu_seconds_total", run="ddp",
+                                role="workers") or 0) > 0, timeout=30)
         assert value(s, "prepwatch_sample_fetch_seconds_count", run="ddp", rank="1", stage="total") > 0
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=30) == 128 + signal.SIGTERM  # the launcher itself died of it

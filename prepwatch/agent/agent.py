@@ -7,16 +7,13 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any, Iterator, Optional
-
-from prometheus_client.core import Metric
+from typing import Optional
 
 from prepwatch._version import __version__
 from prepwatch.agent.aggregator import RankAggregator
 from prepwatch.context import Context
 from prepwatch.exporter.http import MetricsServer
 from prepwatch.identity import Identity
-from prepwatch.metrics.registry import LabelledView
 from prepwatch.sources import start_sources
 
 log = logging.getLogger("prepwatch")
@@ -75,13 +72,15 @@ class Agent:
         self.ctx = Context.create(Identity(run=run or "agent"))
         reg = self.ctx.registry
         reg.gauge("prepwatch_build_info", "prepwatch version.", ["version"]).labels(__version__).set(1)
-        self.aggregator = RankAggregator(self.state_dir / "ranks", self.ctx.errors.report)
+        self.aggregator = RankAggregator(
+            self.state_dir / "ranks", self.ctx.errors.report,
+            local=({"run": run} if run else {}, reg),
+        )
         self._sources = (
             list(start_sources(self.ctx, pids=self.aggregator.pids, interval=sample_interval))
             if sources else []
         )
-        own = LabelledView(reg, {"run": run}) if run else reg  # a few series: copying is cheap
-        self.collector = _Union(own, self.aggregator)
+        self.collector = self.aggregator
         try:
             self.server = MetricsServer(
                 self.collector, host=host, port=port,
@@ -124,11 +123,3 @@ class Agent:
                 except OSError:
                     pass
 
-
-class _Union:
-    def __init__(self, *collectors: Any) -> None:
-        self._collectors = collectors
-
-    def collect(self) -> Iterator[Metric]:
-        for collector in self._collectors:
-            yield from collector.collect()

@@ -52,8 +52,12 @@ class RankAggregator:
         ranks_dir: Path,
         on_error: Callable[[str, BaseException], None],
         timeout: float = 2.0,
+        local: Optional[tuple[dict[str, str], Any]] = None,
     ) -> None:
+        """``local``: the agent's own (labels, collector), merged in so that a family
+        both export (build info, internal errors) appears once, as the format requires."""
         self.ranks_dir = Path(ranks_dir)
+        self._local = local
         self._on_error = on_error
         self._timeout = timeout
         self._known: dict[str, dict[str, Any]] = {}  # socket name -> identity
@@ -94,7 +98,13 @@ class RankAggregator:
             self._on_error("aggregator", exc)
             paths = []
         results = list(self._pool.map(self._fetch, paths)) if paths else []
-        sources = []
+        sources: list[tuple[dict[str, str], list[Metric]]] = []
+        if self._local is not None:
+            labels, collector = self._local
+            try:
+                sources.append((labels, list(collector.collect())))
+            except Exception as exc:
+                self._on_error("aggregator", exc)
         up = GaugeMetricFamily(
             "prepwatch_rank_up",
             "1 while a registered rank answers; 0 after it vanished without unregistering.",
