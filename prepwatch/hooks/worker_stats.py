@@ -17,7 +17,6 @@ may see a bucket count before its sum (one observation of skew).
 
 from __future__ import annotations
 
-import os
 import threading
 import time
 from bisect import bisect_left
@@ -263,7 +262,6 @@ class WorkerStats:
         _, main_rows = _new_rows(1, shared=False)
         self._tables: list[np.ndarray] = [main_rows]
         self.main_recorder = Recorder(main_rows[0])
-        self._pid = os.getpid()
         ctx.registry.register(self, "worker_stats")
         errors = ctx.registry.get("prepwatch_internal_errors_total")
         if errors is not None:
