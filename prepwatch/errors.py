@@ -47,6 +47,11 @@ class ErrorSink:
         except Exception:  # pragma: no cover - reporting must never raise
             pass
 
+    def count(self, component: str) -> float:
+        """Faults counted so far for ``component`` (for tests and status lines)."""
+        child = dict(self._family.children()).get((component,))
+        return child.value if child is not None else 0.0  # type: ignore[attr-defined]
+
     def guard(self, component: str, default: Any = None) -> Callable[[F], F]:
         """Decorator: exceptions become a counted fault and ``default`` is returned."""
 
