@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+import os
 import queue
 import threading
 import time
@@ -166,3 +168,40 @@ def test_user_worker_init_fn_still_runs(watch, tmp_path):
     dl = DataLoader(TensorPairs(8), batch_size=2, num_workers=2, worker_init_fn=init)
     list(watch.loader(dl))
     assert (tmp_path / "seen0").exists() and (tmp_path / "seen1").exists()
+
+
+def test_a_loop_stuck_before_its_first_batch_shows_since_when(watch, tmp_path):
+    """Workers that never start leave no last step to age; the pending request is exported."""
+    release = tmp_path / "release"
+    dl = DataLoader(
+        TensorPairs(16), batch_size=4, num_workers=2,
+        worker_init_fn=functools.partial(_stuck_until, str(release)),
+    )
+    loader = watch.loader(dl)
+    before = scrape(watch.url)
+    # no sample rather than NaN: absent until the loop asks, absent again once it is served
+    assert value(before, "prepwatch_first_batch_wait_started_timestamp_seconds") is None
+    assert value(before, "prepwatch_last_step_timestamp_seconds") is None
+
+    got: list = []
+    asked = time.time()
+    runner = threading.Thread(target=lambda: got.extend(loader), daemon=True)
+    runner.start()
+    time.sleep(1.0)  # the workers are parked in worker_init_fn
+    stuck = scrape(watch.url)
+    since = value(stuck, "prepwatch_first_batch_wait_started_timestamp_seconds")
+    assert asked - 0.1 <= since <= asked + 0.5
+    assert value(stuck, "prepwatch_last_step_timestamp_seconds") is None
+    assert not got
+
+    release.write_text("go")
+    runner.join(timeout=30)
+    assert len(got) == 4
+    after = scrape(watch.url)
+    assert value(after, "prepwatch_first_batch_wait_started_timestamp_seconds") is None
+    assert value(after, "prepwatch_last_step_timestamp_seconds") >= since
+
+
+def _stuck_until(path: str, worker_id: int) -> None:
+    while not os.path.exists(path):
+        time.sleep(0.02)

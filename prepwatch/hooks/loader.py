@@ -88,10 +88,13 @@ class WatchedLoader(Generic[T]):
         clock = time.perf_counter
         sizer = self._sizer
         t0 = clock()
+        loop.first_wait_started_perf = t0
         try:
             batch = next(it)
         except StopIteration:
             return
+        finally:
+            loop.first_wait_started_perf = float("nan")
         t1 = clock()
         try:
             loop.first_wait.observe(t1 - t0)

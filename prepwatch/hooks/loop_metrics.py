@@ -50,11 +50,20 @@ class LoopMetrics:
         # perf_counter of the last batch; converted to wall time at scrape (no time.time()
         # on the hot path).
         self.last_batch_perf = float("nan")
+        # perf_counter when the loop asked for the first batch of the current pass; NaN once
+        # it arrived. A hang before any batch (workers that never start) has no last step to
+        # age, so the stall alert ages this instead.
+        self.first_wait_started_perf = float("nan")
 
         last = reg.gauge(
             "prepwatch_last_step_timestamp_seconds", "Unix time the last batch reached the loop."
         ).labels()
-        last.set_function(self._last_step_timestamp)
+        last.set_function(lambda: self._wall_time(self.last_batch_perf))
+        pending = reg.gauge(
+            "prepwatch_first_batch_wait_started_timestamp_seconds",
+            "Unix time the loop asked for the first batch of a pass that has not arrived yet.",
+        ).labels()
+        pending.set_function(lambda: self._wall_time(self.first_wait_started_perf))
         p50 = reg.gauge(
             "prepwatch_step_duration_p50_seconds", "Median step period over the last 512 steps."
         ).labels()
@@ -69,11 +78,11 @@ class LoopMetrics:
         p99.set_function(lambda: self._window_stat("p99"))
         cv.set_function(lambda: self._window_stat("cv"))
 
-    def _last_step_timestamp(self) -> float:
-        last = self.last_batch_perf
-        if last != last:
+    @staticmethod
+    def _wall_time(perf: float) -> float:
+        if perf != perf:
             return float("nan")
-        return time.time() - (time.perf_counter() - last)
+        return time.time() - (time.perf_counter() - perf)
 
     def window(self) -> np.ndarray:
         n = min(self.ring_pos, RING)
