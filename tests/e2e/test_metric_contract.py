@@ -14,7 +14,7 @@ from e2e_stack import ROOT, Stack
 pytestmark = pytest.mark.e2e
 
 HISTOGRAM_SERIES = re.compile(r"_(bucket|sum|count)$")
-DOCUMENTED = re.compile(r"`(prepwatch_\w+)`")
+DOCUMENTED = re.compile(r"`(prepwatch_\w+)[`{]")  # `name` or `name{labels}`
 
 
 def documented_names() -> set[str]:
