@@ -157,6 +157,23 @@ def test_a_fault_inside_the_hook_is_counted_and_the_loop_goes_on(watch, caplog):
     s = scrape(watch.url)
     assert value(s, "prepwatch_internal_errors_total", component="loader") == 4
     assert sum("bad sizer" in r.getMessage() for r in caplog.records) == 1  # logged once
+    # a failing sizer costs the sample count, not the progress signals the stall alert reads
+    assert value(s, "prepwatch_steps_total") == 4
+    assert time.time() - value(s, "prepwatch_last_step_timestamp_seconds") < 5
+
+
+def test_a_sizer_returning_a_tensor_is_said_once_and_shapes_count_instead(watch, caplog):
+    import torch
+
+    batches = [torch.zeros(8, 3), torch.zeros(8, 3), torch.zeros(5, 3)]
+    for _ in range(2):
+        out = list(watch.loader(batches, batch_size=lambda b: b.sum() + 8))
+        assert len(out) == 3
+    s = scrape(watch.url)
+    assert value(s, "prepwatch_samples_total") == 2 * 21  # counted by shape, every batch
+    assert value(s, "prepwatch_internal_errors_total", component="loader") == 2  # once a pass
+    said = [r.getMessage() for r in caplog.records if "batch_size=" in r.getMessage()]
+    assert len(said) == 1 and "Tensor, not int" in said[0]
 
 
 def test_user_worker_init_fn_still_runs(watch, tmp_path):

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import time
-from typing import Any, Callable, Generic, Iterable, Iterator, TypeVar, Union
+from numbers import Integral
+from typing import Any, Callable, Generic, Iterable, Iterator, Optional, TypeVar, Union
 
 from prepwatch.hooks.batch_size import BatchSizer
 from prepwatch.hooks.loop_metrics import RING, LoopMetrics
@@ -11,6 +12,21 @@ from prepwatch.hooks.worker_stats import WorkerStats
 
 T = TypeVar("T")
 _MASK = RING - 1
+
+
+def _wrong_count_type(n: Any) -> Optional[TypeError]:
+    """A batch_size= callable must answer with an int; anything else is said once.
+
+    A callable returning a tensor would make every later batch a tensor add (a kernel
+    launch on CUDA) and every scrape a device sync.
+    """
+    if isinstance(n, Integral) and not isinstance(n, bool):
+        return None
+    return TypeError(
+        f"batch_size= callable returned {type(n).__name__}, not int: return a Python int "
+        "(e.g. int(batch['mask'].sum()) or len(batch['ids'])); counting samples by the "
+        "batch's shape instead"
+    )
 
 
 def _is_dataloader(obj: Any) -> bool:
@@ -96,11 +112,17 @@ class WatchedLoader(Generic[T]):
         finally:
             loop.first_wait_started_perf = float("nan")
         t1 = clock()
+        loop.last_batch_perf = t1  # first: a failing sizer must not hide progress
         try:
             loop.first_wait.observe(t1 - t0)
             loop.steps.value += 1
-            loop.samples.value += sizer(batch)
-            loop.last_batch_perf = t1
+            n = sizer(batch)
+            wrong = _wrong_count_type(n)
+            if wrong is not None:
+                sizer = BatchSizer()  # for the rest of this pass
+                loop.samples.value += sizer(batch)
+                raise wrong
+            loop.samples.value += n
         except Exception as exc:
             self._errors.report("loader", exc)
         prev = t1
@@ -121,9 +143,9 @@ class WatchedLoader(Generic[T]):
                 pos = loop.ring_pos
                 ring[pos & _MASK] = period
                 loop.ring_pos = pos + 1
+                loop.last_batch_perf = t1
                 steps.value += 1
                 samples.value += sizer(batch)
-                loop.last_batch_perf = t1
             except Exception as exc:
                 self._errors.report("loader", exc)
             prev = t1
