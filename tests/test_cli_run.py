@@ -139,3 +139,56 @@ def test_demo_runs_and_prints_a_status_line():
     assert "metrics at http://127.0.0.1:" in out.stdout
     assert re.search(r"steps/s .* data-wait .* step p50 .* p99", out.stdout), out.stdout
     assert time.monotonic() - t0 < 60
+
+
+IDLE_RANK = """
+import sys, time, prepwatch
+prepwatch.start()
+open(sys.argv[1], "w").write("registered")
+time.sleep(600)
+"""
+
+
+def test_agent_restart_keeps_live_ranks_and_names_one_that_died_unscraped(tmp_path):
+    """A node agent restarted on its --state-dir (an upgrade) finds the running jobs again,
+    and a rank that died before any scrape (OOM during set-up) is still reported lost."""
+    state = tmp_path / "agent"
+    jobs: list[subprocess.Popen] = []
+    try:
+        with _start(["agent", "--port", "0", "--state-dir", str(state)]) as first:
+            _url(first)
+            for run in ("alive", "oom"):
+                env = dict(os.environ, PREPWATCH_AGENT_DIR=str(state), PREPWATCH_RUN=run)
+                jobs.append(subprocess.Popen(
+                    [sys.executable, "-c", IDLE_RANK, str(tmp_path / run)], env=env))
+            wait_for(lambda: all((tmp_path / run).exists() for run in ("alive", "oom")), timeout=60)
+            first.send_signal(signal.SIGTERM)
+            assert first.wait(timeout=20) == 0
+        alive, oom = jobs
+        assert (state / "ranks" / f"{alive.pid}.sock").exists()  # left for the next agent
+        oom.send_signal(signal.SIGKILL)
+        oom.wait(timeout=10)
+
+        with _start(["agent", "--port", "0", "--state-dir", str(state)]) as second:
+            s = scrape(_url(second))
+            assert value(s, "prepwatch_rank_up", run="alive", rank="0") == 1
+            assert value(s, "prepwatch_rank_up", run="oom", rank="0") == 0  # named, never scraped
+            assert value(s, "prepwatch_agent_ranks") == 1
+            assert not list((state / "ranks").glob(f"{oom.pid}.*"))  # its socket and identity
+    finally:
+        for job in jobs:
+            if job.poll() is None:
+                job.kill()
+            job.wait()
+
+
+def test_a_state_dir_too_long_for_a_unix_socket_is_a_clear_error(tmp_path):
+    from prepwatch.agent.agent import prepare_state_dir
+
+    deep = prepare_state_dir(tmp_path / ("d" * 100))
+    out = subprocess.run(
+        [sys.executable, "-c", "import prepwatch; prepwatch.start()"], capture_output=True,
+        text=True, timeout=120, env=dict(os.environ, PREPWATCH_AGENT_DIR=str(deep)),
+    )
+    assert out.returncode != 0
+    assert "too long for a Unix socket path" in out.stderr and "--state-dir" in out.stderr

@@ -116,10 +116,8 @@ class Agent:
         self._close_parts()
         if self.owns_state_dir:
             shutil.rmtree(self.state_dir, ignore_errors=True)
-        else:  # a shared node agent leaves the folder but drops its sockets' folder contents
-            for stale in (self.state_dir / "ranks").glob("*.sock"):
-                try:
-                    stale.unlink()
-                except OSError:
-                    pass
+        else:
+            # A shared node agent leaves the folder and the live ranks' sockets: an agent
+            # restarted on the same --state-dir (an upgrade) finds the running jobs again.
+            self.aggregator.remove_dead()
 

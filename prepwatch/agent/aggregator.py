@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import os
 import socket
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -39,6 +41,15 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
+def _registered_identity(sock: Path) -> Optional[dict[str, Any]]:
+    """The identity a rank wrote beside its socket at registration, if readable."""
+    try:
+        identity = json.loads(sock.with_suffix(".json").read_text())
+        return {"run": str(identity["run"]), "rank": str(identity["rank"])}
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
 class RankAggregator:
     """Scrape-time fan-in from ``<state>/ranks/*.sock``.
 
@@ -63,6 +74,9 @@ class RankAggregator:
         self._known: dict[str, dict[str, Any]] = {}  # socket name -> identity
         self._gone: dict[tuple[str, str], float] = {}  # (run, rank) -> when it vanished
         self._pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="prepwatch-agg")
+        # One scrape at a time (an HA pair of Prometheus servers scrapes concurrently):
+        # _known and _gone are updated by the scrape and its fetch threads.
+        self._collect_lock = threading.Lock()
 
     def pids(self) -> list[int]:
         """Pids of the registered ranks (socket names), for the process-tree sources."""
@@ -77,11 +91,12 @@ class RankAggregator:
         except (ConnectionRefusedError, FileNotFoundError):
             pid = int(path.stem) if path.stem.isdigit() else -1
             if pid > 0 and not _pid_alive(pid):
-                try:
-                    path.unlink()
-                except FileNotFoundError:
-                    pass
-                identity = self._known.pop(path.name, None)
+                identity = self._known.pop(path.name, None) or _registered_identity(path)
+                for stale in (path, path.with_suffix(".json")):
+                    try:
+                        stale.unlink()
+                    except FileNotFoundError:
+                        pass
                 if identity is not None:
                     self._gone[(identity["run"], str(identity["rank"]))] = time.time()
             return None
@@ -92,6 +107,11 @@ class RankAggregator:
             return None
 
     def collect(self) -> Iterator[Metric]:
+        with self._collect_lock:
+            metrics = list(self._collect())
+        yield from metrics
+
+    def _collect(self) -> Iterator[Metric]:
         try:
             paths = sorted(self.ranks_dir.glob("*.sock"))
         except OSError as exc:
@@ -133,6 +153,20 @@ class RankAggregator:
         yield GaugeMetricFamily(
             "prepwatch_agent_ranks", "Ranks currently registered with this agent.", value=len(live)
         )
+
+    def remove_dead(self) -> None:
+        """Delete the sockets (and identity files) of ranks whose process is gone."""
+        try:
+            paths = list(self.ranks_dir.glob("*.sock"))
+        except OSError:
+            return
+        for path in paths:
+            if path.stem.isdigit() and not _pid_alive(int(path.stem)):
+                for stale in (path, path.with_suffix(".json")):
+                    try:
+                        stale.unlink()
+                    except OSError:
+                        pass
 
     def close(self) -> None:
         self._pool.shutdown(wait=False)

@@ -8,6 +8,7 @@ reachable only by the same user: no TCP listener per rank.
 
 from __future__ import annotations
 
+import json
 import os
 import socketserver
 import threading
@@ -15,6 +16,9 @@ from pathlib import Path
 from typing import Any, Callable
 
 from prepwatch.exporter import snapshot
+
+# sun_path holds 108 bytes on Linux, the terminating NUL included.
+MAX_SOCKET_PATH = 107
 
 
 class RankLink:
@@ -33,6 +37,19 @@ class RankLink:
                 "from this process instead."
             )
         self.path = ranks / f"{os.getpid()}.sock"
+        if len(os.fsencode(str(self.path))) > MAX_SOCKET_PATH:
+            raise ValueError(
+                f"prepwatch: the agent's state directory {agent_dir} is too long for a Unix "
+                f"socket path ({len(os.fsencode(str(self.path)))} > {MAX_SOCKET_PATH} bytes); "
+                "start `prepwatch agent --state-dir` with a shorter path (and point "
+                "PREPWATCH_AGENT_DIR at it)"
+            )
+        # Who this socket is, for an agent that never got to scrape it: a rank that dies
+        # before its first scrape (OOM in set-up) is still reported as lost by name.
+        self.identity_path = self.path.with_suffix(".json")
+        tmp = self.identity_path.with_suffix(".json.tmp")
+        tmp.write_text(json.dumps({"run": identity["run"], "rank": identity["rank"]}))
+        os.replace(tmp, self.identity_path)
         collector_, identity_, on_error_ = collector, identity, on_error
 
         class Handler(socketserver.BaseRequestHandler):
@@ -55,7 +72,8 @@ class RankLink:
     def close(self) -> None:
         self._server.shutdown()
         self._server.server_close()
-        try:
-            self.path.unlink()
-        except FileNotFoundError:
-            pass
+        for path in (self.path, self.identity_path):
+            try:
+                path.unlink()
+            except FileNotFoundError:
+                pass
