@@ -38,13 +38,18 @@ _watch: Optional[Watch] = None
 
 
 def _port_from_env(local_rank: int) -> int:
+    """$PREPWATCH_PORT (default 9400) is the node's base port: each local rank adds its
+    LOCAL_RANK, so one variable set for a whole torchrun job gives every rank its own."""
     raw = os.environ.get("PREPWATCH_PORT")
+    base = DEFAULT_PORT
     if raw:
         try:
-            return int(raw)
+            base = int(raw)
         except ValueError:
             raise ValueError(f"PREPWATCH_PORT={raw!r} is not an integer port") from None
-    return DEFAULT_PORT + local_rank
+        if base == 0:
+            return 0  # any free port
+    return base + local_rank
 
 
 def _writable_dir(path: Path, option: str) -> Path:
@@ -134,7 +139,12 @@ def start(
             exporter = MetricsServer(
                 reg, const_labels=identity.labels(), host=host, port=port,
                 artifacts_root=root, basic_auth=basic_auth, tls=tls,
-                port_option="prepwatch.start(port=...) or $PREPWATCH_PORT",
+                port_option=(
+                    "prepwatch.start(port=...) or $PREPWATCH_PORT (a base: LOCAL_RANK is added"
+                    + (f"; this is local rank {identity.local_rank}, so every rank needs its own "
+                       "port, and an explicit port= is taken as given)"
+                       if identity.local_rank else ")")
+                ),
                 on_error=ctx.errors.report,
             )
             if sources:

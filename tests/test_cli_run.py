@@ -192,3 +192,25 @@ def test_a_state_dir_too_long_for_a_unix_socket_is_a_clear_error(tmp_path):
     )
     assert out.returncode != 0
     assert "too long for a Unix socket path" in out.stderr and "--state-dir" in out.stderr
+
+
+def test_two_processes_claiming_one_identity_are_served_once_and_said(tmp_path):
+    state = tmp_path / "agent"
+    jobs: list[subprocess.Popen] = []
+    try:
+        with _start(["agent", "--port", "0", "--state-dir", str(state)]) as agent:
+            url = _url(agent)
+            env = dict(os.environ, PREPWATCH_AGENT_DIR=str(state), PREPWATCH_RUN="twin")
+            for n in range(2):
+                jobs.append(subprocess.Popen(
+                    [sys.executable, "-c", IDLE_RANK, str(tmp_path / f"twin{n}")], env=env))
+            wait_for(lambda: all((tmp_path / f"twin{n}").exists() for n in range(2)), timeout=60)
+            scrape(url)
+            s = scrape(url)  # the agent's own error count is rendered before the ranks'
+            assert value(s, "prepwatch_build_info", run="twin") == 1  # one set of series, not two
+            assert value(s, "prepwatch_agent_ranks") == 1
+            assert value(s, "prepwatch_internal_errors_total", component="aggregator") >= 1
+    finally:
+        for job in jobs:
+            job.kill()
+            job.wait()

@@ -47,6 +47,31 @@ def test_default_port_is_9400_plus_local_rank(monkeypatch):
     assert w.url.endswith(":9402/metrics")
 
 
+def test_prepwatch_port_is_a_base_that_each_local_rank_adds_to(monkeypatch):
+    with socket.socket() as s:  # a free pair of ports: base and base + 1
+        s.bind(("127.0.0.1", 0))
+        base = s.getsockname()[1]
+    if base >= 65535:
+        pytest.skip("no room above the free port")
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    monkeypatch.setenv("PREPWATCH_PORT", str(base - 1))
+    try:
+        w = prepwatch.start(sources=False)
+    except PortInUseError:
+        pytest.skip(f"{base} was taken in between")
+    assert w.url.endswith(f":{base}/metrics")
+
+
+def test_taken_port_names_the_local_rank_when_there_is_one(monkeypatch):
+    monkeypatch.setenv("LOCAL_RANK", "3")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        port = s.getsockname()[1]
+        with pytest.raises(PortInUseError, match=r"local rank 3, so every rank needs its own port"):
+            prepwatch.start(port=port, sources=False)
+
+
 def test_taken_port_names_the_port_and_the_option():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -151,3 +176,25 @@ def test_identity_from_torchrun_environment():
     assert ident.run == "bert_large"  # sanitized: no newline in a label
     with pytest.raises(ValueError, match="RANK"):
         Identity.from_env(env={"RANK": "zero"})
+
+
+@pytest.mark.parametrize("env,expected", [
+    # srun without torchrun: one task per rank
+    ({"SLURM_PROCID": "9", "SLURM_LOCALID": "1", "SLURM_NTASKS": "16"}, (9, 1, 16)),
+    # mpirun (Open MPI)
+    ({"OMPI_COMM_WORLD_RANK": "3", "OMPI_COMM_WORLD_LOCAL_RANK": "3",
+      "OMPI_COMM_WORLD_SIZE": "4"}, (3, 3, 4)),
+    # torchrun inside an srun allocation: torchrun's own variables win
+    ({"RANK": "5", "LOCAL_RANK": "1", "WORLD_SIZE": "8", "SLURM_PROCID": "0",
+      "SLURM_LOCALID": "0", "SLURM_NTASKS": "2"}, (5, 1, 8)),
+])
+def test_identity_from_launchers_without_torchrun(env, expected):
+    ident = Identity.from_env(env=env)
+    assert (ident.rank, ident.local_rank, ident.world_size) == expected
+
+
+def test_default_run_name_keeps_two_slurm_jobs_of_one_script_apart():
+    a = Identity.from_env(env={"SLURM_JOB_ID": "1001"})
+    b = Identity.from_env(env={"SLURM_JOB_ID": "1002"})
+    assert a.run != b.run and a.run.endswith("-1001")
+    assert Identity.from_env(env={"SLURM_JOB_ID": "1001", "PREPWATCH_RUN": "bert"}).run == "bert"

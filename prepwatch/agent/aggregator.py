@@ -137,7 +137,16 @@ class RankAggregator:
             identity, metrics = result
             self._known[path.name] = identity
             labels = {"run": str(identity["run"]), "rank": str(identity["rank"])}
-            live.add((labels["run"], labels["rank"]))
+            key = (labels["run"], labels["rank"])
+            if key in live:
+                # Two processes claim one identity (two jobs of one script, a launcher
+                # prepwatch cannot read): their series would collide, so serve the first.
+                self._on_error("aggregator", ValueError(
+                    f"two processes report as run={key[0]!r} rank={key[1]}; only the first is "
+                    "served: give each job its own PREPWATCH_RUN (or prepwatch.start(run=...)) "
+                    "and each rank its RANK"))
+                continue
+            live.add(key)
             sources.append((labels, metrics))
         for run, rank in sorted(live):
             up.add_metric([run, rank], 1.0)
