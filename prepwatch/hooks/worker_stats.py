@@ -13,13 +13,22 @@ bucket counts and sums to its row; a restarted worker with the same id keeps add
 to the same row, so the totals stay monotonic and the memory is fixed: nothing grows
 with restarts. The exporter sums rows at scrape time. Reads are lock-free: a scrape
 may see a bucket count before its sum (one observation of skew).
+
+A table lives as long as its ``WorkerInit`` (held by the DataLoader, by each of its
+iterators and so by every running worker). When that is collected, its column sums are
+folded into one "retired" row and the table (its shared-memory segment and, under
+torch's ``file_descriptor`` strategy, its fd) is dropped: a job that builds a DataLoader
+per evaluation keeps a fixed number of tables and fds, and counters never go down.
 """
 
 from __future__ import annotations
 
+import os
 import threading
 import time
+import weakref
 from bisect import bisect_left
+from collections import deque
 from typing import Any, Callable, Iterator, Optional
 
 import numpy as np
@@ -101,6 +110,18 @@ def recorder() -> Optional[Recorder]:
 def _set_recorder(rec: Optional[Recorder]) -> None:
     global _current
     _current = rec
+
+
+def _forget_recorder_in_child() -> None:
+    # A forked child inherits the parent's recorder: the main process' private row (a
+    # copy-on-write duplicate nobody reads) or, in a worker that forks, a shared row that
+    # then has two writers. Record nothing instead; an attached DataLoader worker sets
+    # its own row in WorkerInit, which runs after the fork.
+    _set_recorder(None)
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_recorder_in_child)
 
 
 class stage:
@@ -253,14 +274,45 @@ class WorkerInit:
             self.user_fn(worker_id)
 
 
+class WorkersAlreadyRunning(RuntimeError):
+    """A DataLoader's persistent workers were started before prepwatch's worker hook."""
+
+
+def _workers_running(dataloader: Any) -> int:
+    """Workers of the DataLoader's kept iterator (persistent_workers=True) still alive."""
+    it = getattr(dataloader, "_iterator", None)
+    if it is None or getattr(it, "_shutdown", True):
+        return 0
+    return len(getattr(it, "_workers", None) or ())
+
+
+def _retire(stats_ref: weakref.ReferenceType[WorkerStats], rows: np.ndarray, pid: int) -> None:
+    # weakref.finalize callback: holds neither the WorkerInit nor its DataLoader. Runs
+    # wherever the last reference went, any thread, possibly one that holds the lock.
+    if os.getpid() != pid:  # a forked child dropping its copy of the object
+        return
+    stats = stats_ref()
+    if stats is not None:
+        stats._pending.append(rows)
+        stats._fold_pending(blocking=False)
+
+
 class WorkerStats:
-    """Collects the rows of every wrapped DataLoader and the main process' own row."""
+    """Collects the rows of every wrapped DataLoader and the main process' own row.
+
+    Tables of DataLoaders that are gone are folded into ``_retired`` so that memory and
+    fds stay bounded while exported totals stay monotonic.
+    """
 
     def __init__(self, ctx: Context) -> None:
         self._ctx = ctx
         self._lock = threading.Lock()
         _, main_rows = _new_rows(1, shared=False)
+        # Both are replaced, never mutated in place, so a snapshot taken under the lock
+        # stays consistent after it is released.
         self._tables: list[np.ndarray] = [main_rows]
+        self._retired = np.zeros(ROW)
+        self._pending: deque[np.ndarray] = deque()  # tables whose owner was collected
         self.main_recorder = Recorder(main_rows[0])
         ctx.registry.register(self, "worker_stats")
         errors = ctx.registry.get("prepwatch_internal_errors_total")
@@ -272,24 +324,57 @@ class WorkerStats:
         _set_recorder(self.main_recorder)
 
     def attach(self, dataloader: Any, time_samples: bool = True) -> bool:
-        """Install the worker hook on a DataLoader with workers. Idempotent."""
+        """Install the worker hook on a DataLoader with workers. Idempotent.
+
+        Persistent workers that already run never call the new hook, so that case is
+        reported (once per DataLoader, as a second attach returns early) instead of
+        leaving its timings silently at zero.
+        """
         if getattr(dataloader, "num_workers", 0) <= 0:
             return False
         current = dataloader.worker_init_fn
         if isinstance(current, WorkerInit):
             return True
+        running = _workers_running(dataloader)
         shared, rows = _new_rows(int(dataloader.num_workers), shared=True)
         from prepwatch.sources.io import open_hook_active
 
-        dataloader.worker_init_fn = WorkerInit(current, shared, time_samples, open_hook_active())
+        init = WorkerInit(current, shared, time_samples, open_hook_active())
+        dataloader.worker_init_fn = init
+        # The table outlives the DataLoader as long as an iterator (and its workers) does.
+        finalizer = weakref.finalize(init, _retire, weakref.ref(self), rows, os.getpid())
+        finalizer.atexit = False
+        self._fold_pending(blocking=True)
         with self._lock:
-            self._tables.append(rows)
+            self._tables = self._tables + [rows]
+        if running:
+            self._ctx.errors.report("worker_hook", WorkersAlreadyRunning(
+                f"watch.loader() got a DataLoader whose {running} persistent worker(s) were "
+                "already running (it was iterated before it was wrapped); those workers "
+                "never run prepwatch's worker_init_fn, so their per-sample timings "
+                "(prepwatch_sample_fetch_seconds) stay zero. Fix: wrap the DataLoader "
+                "with watch.loader() before its first iteration."
+            ))
         return True
 
+    def _fold_pending(self, blocking: bool) -> None:
+        """Fold the sums of collected DataLoaders' tables into the retired row."""
+        if not self._pending or not self._lock.acquire(blocking):
+            return  # not blocking: whoever holds the lock, or the next scrape, folds them
+        try:
+            while self._pending:
+                rows = self._pending.popleft()
+                self._retired = self._retired + rows.sum(axis=0)
+                self._tables = [t for t in self._tables if t is not rows]
+        finally:
+            self._lock.release()
+
     def totals(self) -> np.ndarray:
+        """Column sums over live tables plus the retired row: what the scrape exports."""
+        self._fold_pending(blocking=True)
         with self._lock:
-            tables = list(self._tables)
-        total = np.zeros(ROW)
+            tables, retired = self._tables, self._retired
+        total = retired.copy()
         for table in tables:
             total += table.sum(axis=0)
         return total
