@@ -321,6 +321,9 @@ def test_first_call_errors_name_the_fix():
         ch.train_predictions(torch.randn(4, 5), torch.tensor([0, 1, 5, 2]))
     with pytest.raises(ValueError, match="ignore_index=-100"):
         ch.train_predictions(torch.randn(4, 5), torch.tensor([0, 1, -100, 2]))
+    multi_hot = torch.tensor([[1.0, 0, 1, 1, 0], [1, 1, 0, 0, 0]])
+    with pytest.raises(ValueError, match="multi-label"):  # argmax would count class 0 twice
+        ch.train_predictions(torch.randn(2, 5), multi_hot)
     with pytest.raises(ValueError, match="one device"):
         ch.train_predictions(torch.randn(4, 5, device="meta"), torch.tensor([0, 1, 2, 3]))
     ch.train_predictions(torch.randn(4, 5), torch.tensor([0, 1, 2, 3]))  # fixed: accepted

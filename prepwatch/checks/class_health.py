@@ -263,12 +263,27 @@ class ClassHealth:
             raise ValueError(
                 f"float targets of shape {tuple(targets.shape)} are read as soft labels and need "
                 f"{c} classes at dimension 1; pass class indices as an int tensor")
+        if targets.dtype.is_floating_point and targets.device.type == "cpu" and targets.numel():
+            self._check_single_label(targets)
         p, t = to_indices(predictions, targets)  # raises on shape mismatch
         if t.device.type == "cpu" and t.numel():
             self._check_range("targets", t, c, self._ignore)
             if not predictions.dtype.is_floating_point:
                 self._check_range("predictions", p, c, None)
         return c
+
+    @staticmethod
+    def _check_single_label(targets: torch.Tensor) -> None:
+        """Soft labels (mixup, label smoothing) are distributions over classes; multi-hot
+        rows are not, and their argmax would count only the lowest-index positive class."""
+        sums = targets.float().sum(1)
+        low, high = float(sums.min()), float(sums.max())
+        if low < 0.5 or high > 1.5:  # lenient: sloppy smoothing still sums to about 1
+            raise ValueError(
+                f"float targets have class scores summing to {low:g}..{high:g} "
+                "per sample, not 1: multi-label (multi-hot) targets? class_health counts "
+                "single-label classification (one class per sample or pixel); pass class "
+                "indices, or soft labels that are distributions over the classes")
 
     @staticmethod
     def _check_range(what: str, values: torch.Tensor, c: int, ignore: Optional[int]) -> None:
