@@ -6,6 +6,7 @@ import logging
 import math
 import time
 
+import numpy as np
 import pytest
 import torch
 from helpers import parse, value
@@ -553,3 +554,21 @@ def test_no_device_sync_on_cuda_steps_and_flushes():
     assert series(got, "prepwatch_class_samples_total") == as_labels(n)
     assert series(got, "prepwatch_class_correct_total") == as_labels(k)
     assert ctx.errors.count("class_health") == 0
+
+
+def test_cardinality_guard_keeps_room_for_the_worst_and_promotes_the_rarest_first():
+    """A long tail with more rare classes than series: not the lowest indices, the rarest."""
+    from prepwatch.checks.class_export import Selection
+
+    c, cap, worst_k = 60, 10, 3
+    samples = np.full(c, 500, dtype=np.int64)
+    samples[30:] = (60 - np.arange(30, 60)) * 3  # classes 30..59 rare; 59 the rarest
+    rare = np.zeros(c, dtype=bool)
+    rare[30:] = True
+    recall = np.full(c, 0.9)
+    recall[[4, 5, 6]] = [0.1, 0.2, 0.3]  # frequent classes, the worst
+    sel = Selection(c, cap, worst_k)
+    sel.update(rare, None, {"train": (samples, samples // 2)})  # before any evaluation
+    assert set(np.flatnonzero(sel.own)) == set(range(53, 60))  # room left for the worst
+    sel.update(rare, recall, {"train": (samples, samples // 2)})
+    assert set(np.flatnonzero(sel.own)) == set(range(53, 60)) | {4, 5, 6}

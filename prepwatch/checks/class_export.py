@@ -1,8 +1,11 @@
 """Per-class series at scrape time, with a cardinality guard.
 
-Up to ``max_classes`` classes get their own ``class`` label value. Beyond it, rare
-classes and the worst ``worst_k`` (lowest recall) get theirs and the rest are summed
-into ``class="_other"``. A class that got its own series keeps it (a series that comes
+Up to ``max_classes`` classes get their own ``class`` label value. Beyond it, the worst
+``worst_k`` (lowest recall) and rare classes get theirs and the rest are summed into
+``class="_other"``. ``worst_k`` slots are kept for the worst, so a long tail of rare
+classes cannot crowd them out, and rare classes are promoted rarest first (fewest samples
+counted), not in index order: with more rare classes than room, the series go to those
+augmentation is most likely to erase. A class that got its own series keeps it (a series that comes
 and goes breaks ``rate()``), and its counters start from zero at promotion while
 ``_other`` keeps what it had counted for it, so every counter stays monotonic and a
 ``sum()`` over classes stays exact.
@@ -69,26 +72,34 @@ class Selection:
 
     def update(self, rare: np.ndarray, ranking: Optional[np.ndarray],
                totals: dict[str, tuple[np.ndarray, np.ndarray]]) -> None:
-        """Promote rare classes, then the worst K by ``ranking`` (recall), up to the cap."""
+        """Promote the worst K by ``ranking`` (recall), then rare classes rarest first, up to
+        the cap; rare classes leave ``worst_k`` slots to the worst."""
         if not self.limited:
             return
-        order = list(np.flatnonzero(rare))
+        worst: np.ndarray = np.zeros(0, dtype=np.int64)
         if ranking is not None and self.worst_k > 0:
             known = np.flatnonzero(~np.isnan(ranking))
-            order += list(known[np.argsort(ranking[known], kind="stable")[: self.worst_k]])
-        room = self.max_classes - int(self.own.sum())
-        for c in order:
-            if room <= 0:
-                break
-            if self.own[c]:
-                continue
-            self.own[c] = True
-            room -= 1
-            for split, (samples, correct) in totals.items():
-                off_n, off_k = self.offsets.setdefault(
-                    split, (np.zeros(self.num_classes, np.int64), np.zeros(self.num_classes, np.int64)))
-                off_n[c] = samples[c]
-                off_k[c] = correct[c]
+            worst = known[np.argsort(ranking[known], kind="stable")[: self.worst_k]]
+        rare_idx = np.flatnonzero(rare)
+        if rare_idx.size and totals:
+            seen = sum(samples for samples, _ in totals.values())
+            rare_idx = rare_idx[np.argsort(seen[rare_idx], kind="stable")]
+        owned = int(self.own.sum())
+        for order, cap in ((worst, self.max_classes), (rare_idx, self.max_classes - self.worst_k)):
+            for c in order:
+                if owned >= cap:
+                    break
+                if not self.own[c]:
+                    self._promote(int(c), totals)
+                    owned += 1
+
+    def _promote(self, c: int, totals: dict[str, tuple[np.ndarray, np.ndarray]]) -> None:
+        self.own[c] = True
+        for split, (samples, correct) in totals.items():
+            off_n, off_k = self.offsets.setdefault(
+                split, (np.zeros(self.num_classes, np.int64), np.zeros(self.num_classes, np.int64)))
+            off_n[c] = samples[c]
+            off_k[c] = correct[c]
 
 
 @dataclass
