@@ -40,6 +40,14 @@ VERSION = 1
 # Per-batch false-alarm target of every statistical call the guard makes: one in a
 # million checked batches when images within a batch are independent.
 FALSE_ALARM_TARGET = 1e-6
+# Pooled channel-order test (see _channel_order): a batch is judged once its expected mean
+# chromaticity lies POOLED_SEPARATION standard errors from zero, and called swapped or
+# confirmed when its mean lies POOLED_CALL standard errors on one side: a correctly served
+# batch is called swapped with p = Phi(-(4 + 2)) ~ 1e-9, a swapped one is missed with
+# p <= Phi(-(4 - 2)) ~ 2% at the smallest batch, less for larger ones.
+POOLED_SEPARATION = 4.0
+POOLED_CALL = 2.0
+POOLED_MAX_BATCH = 1024  # beyond that the data is colour-neutral for practical purposes
 # Headroom beyond the support before a value counts as outside, as a share of the
 # range: interpolation (bicubic resize) overshoots sharp edges by a few percent.
 SUPPORT_MARGIN = 0.05
@@ -227,6 +235,12 @@ class InputContract:
         self.channel_pair = tuple(order.get("pair", (0, 2)))
         self.channel_informative = float(order.get("informative_share", 0.0))
         self.channel_min_batch: int | None = order.get("min_batch")
+        self.channel_per_image_verifiable = self.channel_informative >= 0.5
+        pooled = order.get("pooled") or {}
+        self.channel_pooled: tuple[float, float, int] | None = (
+            (float(pooled["mean"]), float(pooled["std"]), int(pooled["min_batch"]))
+            if pooled.get("min_batch") else None
+        )
 
     # -- derived -----------------------------------------------------------------------
     @property
@@ -482,15 +496,27 @@ def _channel_order(d: np.ndarray) -> dict[str, Any]:
     range widened by a quarter of the 1-99% spread. An image whose ``d`` lies in the
     envelope but not in its mirror confirms the order ("informative"); one in the
     mirror only looks swapped. An image in both (grey, washed-out, black) says
-    nothing. When most training images are not informative the channels are too
-    alike, and the guard reports "ambiguous" rather than guessing.
+    nothing.
+
+    Varied natural photos rarely confirm the order one by one (a blue sky and a sunset
+    mirror each other), but their *average* has a colour balance: ImageNet's mean pixel
+    is warmer than it is blue. So the contract also keeps the mean and spread of ``d``;
+    a batch of ``pooled.min_batch`` or more diverse images is judged by its mean (see
+    norm_guard). When neither test can work the data is colour-neutral, and the guard
+    reports "ambiguous" rather than guessing.
     """
+    n = d.shape[0]
+    mean = float(d.mean()) if n else 0.0
+    std = float(d.std(ddof=1)) if n > 1 else 0.0
+    pooled_batch: int | None = None
+    if n > 1 and std > 0 and abs(mean) > 0:
+        need = int(np.ceil((POOLED_SEPARATION * std / abs(mean)) ** 2))
+        pooled_batch = need if need <= POOLED_MAX_BATCH else None
     q = np.quantile(d, [0.001, 0.01, 0.99, 0.999])
     spread = max(float(q[2] - q[1]), 1e-6)
     lo, hi = float(q[0] - 0.25 * spread), float(q[3] + 0.25 * spread)
     informative = (d >= lo) & (d <= hi) & ~((d >= -hi) & (d <= -lo))
     looks_swapped = ((d >= -hi) & (d <= -lo)) & ~((d >= lo) & (d <= hi))
-    n = d.shape[0]
     share = float(informative.mean()) if n else 0.0
     rate = (float(looks_swapped.sum()) + 1.0) / (n + 2.0)
     return {
@@ -499,7 +525,9 @@ def _channel_order(d: np.ndarray) -> dict[str, Any]:
         "informative_share": float(f"{share:.4g}"),
         "chance_rate": float(f"{rate:.4g}"),
         "min_batch": false_alarm_batch_size(rate, FALSE_ALARM_TARGET),
-        "verifiable": bool(share >= 0.5),
+        "pooled": {"mean": float(f"{mean:.6g}"), "std": float(f"{std:.6g}"),
+                   "min_batch": pooled_batch},
+        "verifiable": bool(share >= 0.5 or pooled_batch is not None),
     }
 
 

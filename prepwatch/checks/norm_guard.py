@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from prepwatch.checks.norm_contract import InputContract, chromaticity
+from prepwatch.checks.norm_contract import POOLED_CALL, InputContract, chromaticity
 from prepwatch.checks.norm_hypotheses import (
     PER_IMAGE_DESCRIPTIONS,
     Hypothesis,
@@ -201,12 +201,16 @@ def _channel_order(
     contract: InputContract, stats: ImageStats, frame: Hypothesis | None,
     kinds: list[str], notes: list[str],
 ) -> str:
-    """Swapped only when enough images look swapped and none confirms the order."""
+    """Swapped only when enough images look swapped and none confirms the order, or,
+    for data whose images do not confirm it one by one, when a diverse batch's mean
+    colour balance is the mirror of training's."""
     if stats.channels != 3 or frame is None or contract.channel_envelope is None:
         return "unchecked"
     if not contract.channel_order_verifiable:
         return "ambiguous"
     d = chromaticity(stats.mean * frame.a + frame.b, contract.channel_pair)
+    if not contract.channel_per_image_verifiable:
+        return _pooled_channel_order(contract, d, kinds, notes)
     lo, hi = contract.channel_envelope
     inside = (d >= lo) & (d <= hi)
     mirrored = (d >= -hi) & (d <= -lo)
@@ -223,6 +227,36 @@ def _channel_order(
     notes.append(
         f"channels {names[i]} and {names[j]} look swapped in {swapped} of {stats.n} images "
         f"(their colour balance mirrors the training images'; none matches it)"
+    )
+    return "swapped"
+
+
+def _pooled_channel_order(
+    contract: InputContract, d: np.ndarray, kinds: list[str], notes: list[str],
+) -> str:
+    """Judge the batch's mean chromaticity against training's (and its mirror).
+
+    Assumes the batch is a draw like a training batch: a batch of one scene (its images'
+    spread well below training's) says nothing about the order and is left "ambiguous".
+    """
+    pooled = contract.channel_pooled
+    n = int(d.shape[0])
+    if pooled is None or n < pooled[2]:
+        return "ambiguous"
+    mean, std, _ = pooled
+    if float(d.std(ddof=1)) < 0.5 * std:
+        return "ambiguous"
+    t = float(d.mean()) * np.sign(mean) / (std / np.sqrt(n))
+    if t >= POOLED_CALL:
+        return "ok"
+    if t > -POOLED_CALL:
+        return "ambiguous"
+    i, j = contract.channel_pair
+    names = contract.channel_names
+    kinds.append("channel_order")
+    notes.append(
+        f"channels {names[i]} and {names[j]} look swapped: the mean colour balance of these "
+        f"{n} images ({float(d.mean()):+.3f}) mirrors the training images' ({mean:+.3f})"
     )
     return "swapped"
 
