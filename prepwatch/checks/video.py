@@ -4,17 +4,28 @@
 
 - ``clips.observe(raw, augmented)`` where both are at hand (augmentation on the GPU in
   the loop, or a dataset that returns both): (T, C, H, W) clips or (N, T, C, H, W)
-  batches; every ``sample_every``-th call is measured.
+  batches; every ``sample_every``-th call is measured. ``layout="NCTHW"`` reads (C, T, H,
+  W) clips and (N, C, T, H, W) batches instead, as PyTorchVideo, SlowFast and X3D use
+  (the probe then feeds the transform (C, T, H, W) clips too).
 - ``watch.clips(transform=clip_transform)``: every ``probe_every``-th call of
   :meth:`ClipMonitor.step` (or of ``observe``), a generated clip whose content dims over
   time goes through the transform (on its own random numbers) and is measured. This
   works wherever the transform runs, including DataLoader workers, because the probe
   runs its own copy here.
 
-Measuring a clip takes 15-25 ms, so observed clips and probes each take at most
-``budget`` (default 1%) of wall time, whatever the cadence asks for.
+Measuring a clip takes 15-25 ms (30-40 ms when a crop must be located first), so
+observed clips and probes each take at most ``budget`` (default 1%) of wall time,
+whatever the cadence asks for.
 
 What is measured is explained in :mod:`prepwatch.checks.video_consistency`.
+
+Errors. Options are checked at set-up. The first ``observe`` call checks the layout: a
+batch that is plainly (N, C, T, H, W) under the default layout (dimension 1 is 1 or 3,
+dimension 2 is not 1, 3 or 4) raises ValueError naming ``layout="NCTHW"``, since read
+the wrong way round frames become channels (per-frame jitter is missed, a consistent
+per-channel colour change is flagged). After that nothing raises into the training
+loop: a bad observation is skipped and counted in ``prepwatch_internal_errors_total
+{component="clips"}``.
 
 Metrics:
 
@@ -38,13 +49,19 @@ import torch
 from prepwatch.checks.geometry_adapters import is_tv_transform
 from prepwatch.checks.geometry_rng import isolated_rng
 from prepwatch.checks.video_clips import brightness_ramp, textured_clip
-from prepwatch.checks.video_consistency import DEFAULT_THRESHOLD, ClipReport, clip_consistency
+from prepwatch.checks.video_consistency import (
+    DEFAULT_THRESHOLD,
+    ClipReport,
+    clip_consistency,
+    wrong_layout,
+)
 from prepwatch.context import Context
 
 JITTER_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.02, 0.03, 0.05, 0.1, 0.2, 0.5, 1.0)
 OUTCOMES = ("consistent", "inconsistent", "skipped")
 SOURCES = ("stream", "probe")
 COMPONENT = "clips"
+LAYOUTS = ("NTCHW", "NCTHW")
 
 
 class ClipMonitor:
@@ -65,6 +82,7 @@ class ClipMonitor:
         tv_tensors: bool | None = None,
         max_pixels: int = 2048,
         seed: int = 0,
+        layout: str = "NTCHW",
     ) -> None:
         if not 0 < threshold < 1:
             raise ValueError(f"threshold is a relative variation in (0, 1), got {threshold}")
@@ -79,6 +97,16 @@ class ClipMonitor:
             raise ValueError(f"probe_shape (T, H, W) needs T >= 2 and 16x16 frames, got {probe_shape}")
         if probe_dtype not in ("float", "uint8"):
             raise ValueError(f"probe_dtype must be 'float' or 'uint8', got {probe_dtype!r}")
+        if layout not in LAYOUTS:
+            raise ValueError(
+                f"layout must be 'NTCHW' (torchvision) or 'NCTHW' (PyTorchVideo, SlowFast,"
+                f" X3D), got {layout!r}"
+            )
+        if layout == "NCTHW" and tv_tensors:
+            raise ValueError(
+                "tv_tensors=True wraps probe clips as torchvision Videos, which are"
+                " (T, C, H, W); it does not go with layout='NCTHW'"
+            )
         if transform is not None and not callable(transform):
             raise TypeError(f"transform must be callable, got {type(transform).__name__}")
         self.ctx = ctx
@@ -91,8 +119,11 @@ class ClipMonitor:
         self.budget = float(budget)
         self.probe_shape = (int(frames), int(height), int(width))
         self.probe_dtype = probe_dtype
+        self.layout = layout
+        self._clip_layout = layout[1:]  # one clip of a batch: "TCHW" or "CTHW"
         self.tv_tensors = (
-            is_tv_transform(transform) if tv_tensors is None and transform is not None
+            is_tv_transform(transform) and layout == "NTCHW"
+            if tv_tensors is None and transform is not None
             else bool(tv_tensors)
         )
         if self.tv_tensors:
@@ -135,8 +166,13 @@ class ClipMonitor:
     def observe(self, raw: Any, augmented: Any) -> None:
         """Account raw and augmented clips (T, C, H, W) or batches (N, T, C, H, W).
 
-        Cheap unless this call is sampled; never raises. Also advances the probe cadence.
+        (C, T, H, W) / (N, C, T, H, W) with ``layout="NCTHW"``. Cheap unless this call is
+        sampled. The first call raises ValueError when the layout is plainly wrong (the
+        wiring mistake shows there); later calls never raise. Also advances the probe
+        cadence.
         """
+        if self._calls == 0:
+            self._check_layout(raw)
         self._calls += 1
         if self._calls % self.sample_every == 0 and time.monotonic() >= self._next_check_time:
             start = time.perf_counter()
@@ -154,21 +190,36 @@ class ClipMonitor:
         self._calls += 1
         self._maybe_probe()
 
+    def _check_layout(self, raw: Any) -> None:
+        """Raise when the default layout is in use and ``raw`` is plainly the other one."""
+        shape = getattr(raw, "shape", None)
+        if self.layout != "NTCHW" or shape is None:
+            return
+        problem = wrong_layout(tuple(shape), "clips", 'layout="NCTHW" to watch.clips(...)')
+        if problem:
+            raise ValueError(problem)
+
     def check(self, raw: Any, augmented: Any, *, source: str = "stream") -> list[ClipReport]:
         """Measure now (up to ``max_clips`` clips of a batch) and record the results."""
         if source not in SOURCES:
             raise ValueError(f"source must be one of {SOURCES}, got {source!r}")
+        self._check_layout(raw)
+        dims = "C, T, H, W" if self.layout == "NCTHW" else "T, C, H, W"
         if raw.ndim == 4:
             pairs = [(raw, augmented)]
         elif raw.ndim == 5:
             n = min(len(raw), self.max_clips)
             pairs = [(raw[i], augmented[i]) for i in range(n)]
         else:
-            raise ValueError(f"expected clips (T, C, H, W) or (N, T, C, H, W), got {tuple(raw.shape)}")
+            raise ValueError(
+                f"expected clips ({dims}) or (N, {dims}) (layout={self.layout!r}),"
+                f" got {tuple(raw.shape)}"
+            )
         reports = []
         for r, a in pairs:
             report = clip_consistency(
                 r, a, threshold=self.threshold, max_pixels=self.max_pixels,
+                layout=self._clip_layout,
             )
             self.record(report, source)
             reports.append(report)
@@ -208,8 +259,11 @@ class ClipMonitor:
         try:
             for _ in range(clips):
                 raw, augmented = self._probe_pair()
+                # Probe clips are stationary texture: when a crop cannot be located,
+                # whole-frame statistics stand in for the region's.
                 report = clip_consistency(
                     raw, augmented, threshold=self.threshold, max_pixels=self.max_pixels,
+                    layout=self._clip_layout, stationary=True,
                 )
                 self.record(report, "probe")
                 reports.append(report)
@@ -224,6 +278,8 @@ class ClipMonitor:
         dim = float(self._rng.uniform(0.5, 0.9))  # the content dims: must not count as jitter
         gains = brightness_ramp(frames, 1.0, dim) if self._rng.integers(2) else None
         raw = textured_clip(self._rng, frames, height, width, gains=gains)
+        if self.layout == "NCTHW":
+            raw = raw.permute(1, 0, 2, 3).contiguous()  # (C, T, H, W), as the transform takes
         clip_in: Any = raw
         if self.probe_dtype == "uint8":
             raw = torch.round(raw * 255.0)

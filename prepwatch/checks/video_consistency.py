@@ -24,9 +24,23 @@ by least median of squares), are left out.
 **Moments mode** (frame size changed: crop, resize; or pixels no longer correspond).
 Per frame, the contrast gain is std(aug luma)/std(raw luma) and the brightness shift what
 the mean adds beyond it; jitter combines the spread of log gain over frames with the
-spread of the shift. A crop sees other content than the full frame, so this is noisier:
-it judges against twice the threshold, and the monitor's probe feeds it stationary
-texture whose statistics any crop shares.
+spread of the shift. The raw statistics must describe the content the output frame
+shows: a crop of a panning or moving scene holds other content than the whole raw frame,
+and the whole frame's statistics drift against the crop's from frame to frame (on a
+panning camera with one consistent crop that drift measured 0.03-0.15, read as jitter).
+So the region the output shows is located in raw frame 0 (normalized cross-correlation
+of luma over crop sizes, positions and flips, :mod:`prepwatch.checks.video_locate`;
+blind to gain and offset, so the photometric change under test does not move it), the
+same region of every raw frame is resized to the output's size, and the statistics are
+compared on that. A consistent geometric augmentation takes the same region of every
+frame; the check requires every frame's output to correlate with its located region by
+at least 0.7 (the region explains half the output's luma variance or more). Where it
+does not (a crop that moves from frame to frame, padding, rotation, heavy blur or
+noise), the clip is **skipped**, not judged: photometric consistency cannot be read off
+content that does not correspond. Only clips known to show stationary texture (the
+monitor's probe, whose statistics any crop shares) fall back to whole-frame statistics.
+Interpolation differences between the pipeline's resize and ours make this noisier than
+pixel mode: it judges against twice the threshold.
 
 **Threshold 0.03** (3% frame-to-frame variation). Measured on generated moving-object
 clips (steady, dimming by half, flickering by 15%): consistent pipelines stay <= 0.01
@@ -48,6 +62,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from prepwatch.checks.video_locate import crop_resample, frame_correlations, locate
+
 DEFAULT_THRESHOLD = 0.03
 # Statistics of a cropped frame wobble with what the crop happens to contain: on the
 # probe's stationary texture, consistent random-resized crops measure up to ~0.05, so
@@ -60,6 +76,10 @@ PIXEL_MODE_MIN_R2 = 0.9
 OUTLIER_SIGMAS = 4.0
 # Share of a frame's pixels off its colour map from which clamping is modelled.
 MIN_OFF_MAP_SHARE = 0.005
+# Moments mode: every output frame must correlate (luma, Pearson) at least this much with
+# the raw region located for it, i.e. that region explains half its variance or more.
+LOCATE_MIN_CORR = 0.7
+CLIP_LAYOUTS = ("TCHW", "CTHW")
 
 
 @dataclass
@@ -73,26 +93,60 @@ class ClipReport:
     note: str = ""
 
 
-def _as_array(clip: Any) -> np.ndarray:
+def _as_array(clip: Any, layout: str = "TCHW") -> np.ndarray:
+    """A clip as float64 (T, C, H, W), whatever its layout."""
     if isinstance(clip, torch.Tensor):
         arr = clip.detach().cpu().as_subclass(torch.Tensor).to(torch.float64).numpy()
     else:
         arr = np.asarray(clip, dtype=np.float64)
     if arr.ndim == 3:  # (T, H, W): single-channel
         arr = arr[:, None]
+    elif arr.ndim == 4 and layout == "CTHW":
+        arr = arr.transpose(1, 0, 2, 3)
     if arr.ndim != 4:
-        raise ValueError(f"expected a clip of shape (T, C, H, W), got {arr.shape}")
+        raise ValueError(f"expected a clip of shape ({', '.join(layout)}), got {arr.shape}")
     return arr
+
+
+def wrong_layout(shape: tuple[int, ...], what: str, fix: str) -> str:
+    """Why a (T, C, H, W) clip (or (N, T, C, H, W) batch) is plainly (C, T, H, W), or "".
+
+    Read the wrong way round, frames become channels: per-frame jitter is missed and a
+    consistent per-channel colour change is flagged. Plain means the second axis looks
+    like colour (1 or 3) and the first axis after it cannot be (not 1, 3 or 4).
+    """
+    if len(shape) not in (4, 5):
+        return ""
+    axis = len(shape) - 4  # the frame axis of (T, C, H, W) or (N, T, C, H, W)
+    t, c = shape[axis], shape[axis + 1]
+    if t in (1, 3) and c not in (1, 3, 4):
+        lead = "(N, " if axis else "("
+        return (
+            f"{what} of shape {tuple(shape)} reads as {t} frame(s) of {c} channels; it looks"
+            f" like {lead}C, T, H, W) with {c} frames of {t} channel(s): pass {fix}"
+        )
+    return ""
 
 
 def clip_consistency(
     raw: Any, augmented: Any, *, threshold: float = DEFAULT_THRESHOLD, max_pixels: int = 2048,
+    layout: str = "TCHW", stationary: bool = False,
 ) -> ClipReport:
     """Measure how much the photometric change of ``augmented`` vs ``raw`` varies per frame.
 
-    Both are (T, C, H, W) tensors or arrays, frame t of one matching frame t of the other.
+    Both are clips in ``layout`` ("TCHW", or "CTHW" as PyTorchVideo/SlowFast/X3D use),
+    tensors or arrays, frame t of one matching frame t of the other. ``stationary``: the
+    content's statistics are the same everywhere (generated texture), so when the region
+    a crop shows cannot be located, whole-frame statistics may stand in for it; on real
+    footage they may not, and such clips are skipped.
     """
-    r, a = _as_array(raw), _as_array(augmented)
+    if layout not in CLIP_LAYOUTS:
+        raise ValueError(f"layout must be one of {CLIP_LAYOUTS}, got {layout!r}")
+    r, a = _as_array(raw, layout), _as_array(augmented, layout)
+    if layout == "TCHW":
+        layout_error = wrong_layout(tuple(r.shape), "clip", "layout='CTHW'")
+        if layout_error:
+            raise ValueError(layout_error)
     frames = r.shape[0]
     if a.shape[0] != frames:
         raise ValueError(f"raw clip has {frames} frames, augmented has {a.shape[0]}")
@@ -109,8 +163,12 @@ def clip_consistency(
         if jitter is None:
             mode = "moments"
     if jitter is None:
-        jitter, extra = _moment_jitter(r, a)
-        note = "; ".join(x for x in (note, extra) if x)
+        matched, where = _matched_region(r, a)
+        if matched is None and not stationary:
+            note = "; ".join(x for x in (note, where) if x)
+            return ClipReport(None, None, "skipped", frames, note)
+        jitter, extra = _moment_jitter(r if matched is None else matched, a)
+        note = "; ".join(x for x in (note, where, extra) if x)
     if jitter is None:
         return ClipReport(None, None, "skipped", frames, note)
     limit = threshold * (MOMENTS_THRESHOLD_FACTOR if mode == "moments" else 1.0)
@@ -274,10 +332,40 @@ def _map_inliers(x: np.ndarray, y: np.ndarray, subsets: int = 32) -> np.ndarray:
     return keep
 
 
+def _luma(x: np.ndarray) -> np.ndarray:
+    """(T, C, H, W) -> (T, H, W)."""
+    return np.tensordot(LUMA, x, axes=([0], [1])) if x.shape[1] == 3 else x.mean(axis=1)
+
+
+def _matched_region(r: np.ndarray, a: np.ndarray) -> tuple[np.ndarray | None, str]:
+    """The raw region every output frame shows, resized to the output's size, or None.
+
+    Located on frame 0 and required to hold on every frame: a consistent geometric
+    augmentation takes the same region of every frame.
+    """
+    size = a.shape[2:]
+    ra, aa = _luma(r), _luma(a)
+    region = locate(ra[0], aa[0])
+    if region is None:
+        return None, "the region the output shows was not found in the raw frame"
+    matched = crop_resample(r, region, size)
+    corr = frame_correlations(_luma(matched), aa)
+    flips = "".join(f for f, on in ((" h-flipped", region.flip_h), (" v-flipped", region.flip_v)) if on)
+    where = f"raw region y={region.y} x={region.x} {region.h}x{region.w}{flips}"
+    worst = int(np.argmin(corr))
+    if not corr[worst] >= LOCATE_MIN_CORR:
+        return None, (
+            f"{where} matches frame 0 (r={corr[0]:.2f}) but frame {worst} only r={corr[worst]:.2f}:"
+            " output frames do not show one raw region (moving crop, padding, rotation, blur?)"
+            if corr[0] >= LOCATE_MIN_CORR else
+            f"output frame 0 not located in the raw frame (best r={corr[0]:.2f})"
+        )
+    return matched, f"{where}, r >= {corr[worst]:.2f}"
+
+
 def _moment_jitter(r: np.ndarray, a: np.ndarray) -> tuple[float | None, str]:
     """Luma statistics per frame: saturation and hue leave luma (nearly) alone."""
-    r = np.tensordot(LUMA, r, axes=([0], [1])) if r.shape[1] == 3 else r.mean(axis=1)
-    a = np.tensordot(LUMA, a, axes=([0], [1])) if a.shape[1] == 3 else a.mean(axis=1)
+    r, a = _luma(r), _luma(a)
     frames = r.shape[0]
     mr, sr = r.mean(axis=(1, 2)), r.std(axis=(1, 2))  # (T,)
     ma, sa = a.mean(axis=(1, 2)), a.std(axis=(1, 2))
