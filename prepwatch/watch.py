@@ -93,7 +93,16 @@ class Watch:
         return self._component("inputs", lambda: InputMonitor(self.ctx, **options), options)
 
     def boxes(self, **options: Any) -> Any:
-        """Box sanity, transform alignment probes and overlays on the training stream."""
+        """Box sanity, transform alignment probes and overlays on the training stream.
+
+        Options are :class:`prepwatch.checks.boxes.BoxMonitor`'s: ``transform=`` turns on
+        alignment probes (every ``probe_every`` batches or ``probe_interval`` seconds,
+        within ``probe_budget`` of wall time) on images sized from the first observed batch
+        unless ``image_size=(width, height)`` is given; ``box_format=`` is ``xyxy``,
+        ``xyxy_inclusive``, ``xywh``, ``cxcywh`` or a normalized ``xyxy_norm``,
+        ``xywh_norm``, ``cxcywh_norm`` (YOLO, DETR). Padded batches pass their true sizes
+        per call: ``observe(images, targets, image_sizes=[...])``.
+        """
         from prepwatch.checks.boxes import BoxMonitor
 
         return self._component(
@@ -102,7 +111,11 @@ class Watch:
         )
 
     def clips(self, **options: Any) -> Any:
-        """Temporal consistency of video clip augmentation."""
+        """Temporal consistency of video clip augmentation.
+
+        Options go to :class:`prepwatch.checks.video.ClipMonitor`; ``layout="NCTHW"`` for
+        (N, C, T, H, W) batches (PyTorchVideo, SlowFast, X3D), default ``"NTCHW"``.
+        """
         from prepwatch.checks.video import ClipMonitor
 
         return self._component("clips", lambda: ClipMonitor(self.ctx, **options), options)

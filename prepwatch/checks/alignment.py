@@ -57,8 +57,11 @@ import numpy as np
 from prepwatch.checks.box_format import (
     BOUNDS_TOLERANCE_PX,
     OUTCOMES,
+    check_format,
     classify,
     iou,
+    is_normalized,
+    pixel_format,
     shrink_iou,
 )
 from prepwatch.checks.geometry_adapters import ProbeInput, ProbeOutput, TransformAdapter
@@ -452,6 +455,35 @@ class ProbeReport:
         return sorted(self.trials, key=key)[:k]
 
 
+class _NormalizedAdapter(TransformAdapter):
+    """Hands plain callables boxes as fractions of the image (``*_norm`` formats).
+
+    The base adapter works in the pixel format the normalized one is a fraction of; boxes
+    are divided by the input size on the way in and multiplied by the output image's size
+    on the way out. ``tv_tensors.BoundingBoxes`` are always pixels and pass untouched.
+    """
+
+    def _boxes(self, boxes: np.ndarray, height: int, width: int) -> Any:
+        if self.tv_tensors:
+            return super()._boxes(boxes, height, width)
+        scaled = np.asarray(boxes, dtype=np.float64) / np.array([width, height, width, height])
+        return super()._boxes(scaled, height, width)
+
+    def _read(self, image: Any, boxes: Any, labels: Any) -> ProbeOutput:
+        out = super()._read(image, boxes, labels)
+        if out.canvas_size is None:
+            h, w = out.gray.shape
+            out.boxes = out.boxes * np.array([w, h, w, h], dtype=np.float64)
+        return out
+
+
+def _adapter(transform: Callable[..., Any], box_format: str, **options: Any) -> TransformAdapter:
+    check_format(box_format, normalized=True)
+    if is_normalized(box_format):
+        return _NormalizedAdapter(transform, box_format=pixel_format(box_format), **options)
+    return TransformAdapter(transform, box_format=box_format, **options)
+
+
 class Probe:
     """Pushes marked probe images through a transform; reusable for online probing."""
 
@@ -468,21 +500,24 @@ class Probe:
         max_boxes: int = 4,
         seed: int = 0,
     ) -> None:
-        width, height = image_size
-        if width < 16 or height < 16:
-            raise ValueError(f"image_size must be at least 16x16 pixels, got {width}x{height}")
         if max_boxes < 1:
             raise ValueError("max_boxes must be >= 1")
-        self.adapter = TransformAdapter(
-            transform, call=call, box_format=box_format, image_kind=image_kind,
-            tv_tensors=tv_tensors,
+        self.set_image_size(image_size)
+        self.adapter = _adapter(
+            transform, box_format, call=call, image_kind=image_kind, tv_tensors=tv_tensors,
         )
-        self.width, self.height = int(width), int(height)
         self.batch_size = max(1, int(batch_size)) if self.adapter.call == "batch" else 1
         self.max_boxes = max_boxes
         self.seed = int(seed)
         self._rng = np.random.default_rng(seed)
         self._calls = 0
+
+    def set_image_size(self, image_size: tuple[int, int]) -> None:
+        """Size (width, height) of the probe images from now on."""
+        width, height = (int(v) for v in image_size)
+        if width < 16 or height < 16:
+            raise ValueError(f"image_size must be at least 16x16 pixels, got {width}x{height}")
+        self.width, self.height = width, height
 
     def run(self, trials: int, keep_images: int = 0) -> ProbeReport:
         """Run ``trials`` trials (rounded up to whole batches in batch mode).

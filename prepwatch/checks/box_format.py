@@ -7,15 +7,22 @@ COCO's convention; its horizontal flip is ``x' = W - x``. The pixel-index conven
 (``xyxy_inclusive``, where ``x2`` is the last covered column, as in Pascal VOC files and
 many hand-written pipelines) flips with ``x' = W - 1 - x``. Mixing the two shifts a
 flipped box by one pixel: that is the off-by-one the alignment probe looks for.
+
+Normalized formats (``xyxy_norm``, ``xywh_norm``, ``cxcywh_norm``) hold coordinates as
+fractions of the image's width and height, as YOLO label files and DETR targets do
+(both ``cxcywh_norm``). They are scaled by the image they belong to before
+anything is compared, so ``x2 = 1.3`` lands 30% of the width outside the image.
 """
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Any, Sequence
 
 import numpy as np
 
 FORMATS = ("xyxy", "xyxy_inclusive", "xywh", "cxcywh")
+NORMALIZED_FORMATS = ("xyxy_norm", "xywh_norm", "cxcywh_norm")
+ALL_FORMATS = FORMATS + NORMALIZED_FORMATS
 
 # Sanity outcomes of one box leaving the transform (a partition: every box gets one).
 OUTCOMES = ("kept", "clipped", "out_of_bounds", "degenerate", "dropped")
@@ -25,15 +32,46 @@ OUTCOMES = ("kept", "clipped", "out_of_bounds", "degenerate", "dropped")
 BOUNDS_TOLERANCE_PX = 0.01
 
 
-def check_format(fmt: str) -> str:
-    if fmt not in FORMATS:
-        raise ValueError(f"box_format must be one of {', '.join(FORMATS)}; got {fmt!r}")
+def check_format(fmt: str, *, normalized: bool = False) -> str:
+    """``fmt`` if it is a known box format; ``normalized`` also admits the ``*_norm`` ones."""
+    allowed = ALL_FORMATS if normalized else FORMATS
+    if fmt not in allowed:
+        hint = ""
+        if fmt in NORMALIZED_FORMATS:
+            hint = " (normalized formats need the image size and are not accepted here)"
+        elif normalized:
+            hint = (" (the *_norm formats are fractions of the image width and height, "
+                    "e.g. YOLO and DETR boxes: cxcywh_norm)")
+        raise ValueError(f"box_format must be one of {', '.join(allowed)}; got {fmt!r}{hint}")
     return fmt
 
 
-def to_xyxy(boxes: np.ndarray, fmt: str) -> np.ndarray:
-    """Convert ``(N, 4)`` boxes in ``fmt`` to continuous xyxy (float64 copy)."""
+def is_normalized(fmt: str) -> bool:
+    return fmt in NORMALIZED_FORMATS
+
+
+def pixel_format(fmt: str) -> str:
+    """The pixel format a normalized one is a fraction of (``cxcywh_norm`` -> ``cxcywh``)."""
+    return fmt[: -len("_norm")] if fmt in NORMALIZED_FORMATS else fmt
+
+
+def _scale(width: Any, height: Any, n: int, fmt: str) -> np.ndarray:
+    if width is None or height is None:
+        raise ValueError(f"box format {fmt!r} is normalized: converting it needs the image width and height")
+    w = np.broadcast_to(np.asarray(width, dtype=np.float64).reshape(-1), (n,))
+    h = np.broadcast_to(np.asarray(height, dtype=np.float64).reshape(-1), (n,))
+    return np.stack([w, h, w, h], axis=1)
+
+
+def to_xyxy(boxes: np.ndarray, fmt: str, width: Any = None, height: Any = None) -> np.ndarray:
+    """Convert ``(N, 4)`` boxes in ``fmt`` to continuous xyxy pixels (float64 copy).
+
+    ``width`` and ``height`` (scalars, or one per box) are needed for normalized formats
+    and ignored otherwise.
+    """
     b = np.asarray(boxes, dtype=np.float64).reshape(-1, 4).copy()
+    if fmt in NORMALIZED_FORMATS:
+        return to_xyxy(b, pixel_format(fmt)) * _scale(width, height, len(b), fmt)
     if fmt == "xyxy":
         return b
     if fmt == "xyxy_inclusive":
@@ -48,9 +86,11 @@ def to_xyxy(boxes: np.ndarray, fmt: str) -> np.ndarray:
     raise ValueError(f"unknown box format {fmt!r}")
 
 
-def from_xyxy(boxes: np.ndarray, fmt: str) -> np.ndarray:
-    """Convert continuous xyxy boxes to ``fmt`` (float64 copy)."""
+def from_xyxy(boxes: np.ndarray, fmt: str, width: Any = None, height: Any = None) -> np.ndarray:
+    """Convert continuous xyxy pixel boxes to ``fmt`` (float64 copy); sizes as for :func:`to_xyxy`."""
     b = np.asarray(boxes, dtype=np.float64).reshape(-1, 4).copy()
+    if fmt in NORMALIZED_FORMATS:
+        return from_xyxy(b / _scale(width, height, len(b), fmt), pixel_format(fmt))
     if fmt == "xyxy":
         return b
     if fmt == "xyxy_inclusive":

@@ -11,9 +11,11 @@ Three things happen, each on its own cadence so the loop pays almost nothing:
 
 - every ``sample_every``-th batch: each box gets a sanity outcome (kept, clipped,
   out_of_bounds, degenerate; dropped when the targets say how many boxes went in);
-- when ``transform`` is given: every ``probe_every``-th batch, and never more than
-  ``probe_budget`` of wall time, ``probe_trials`` alignment probes are pushed through that
-  same transform (see :mod:`prepwatch.checks.alignment`) on their own random numbers;
+- when ``transform`` is given: every ``probe_every``-th batch or every ``probe_interval``
+  seconds, whichever comes first, and never more than ``probe_budget`` of wall time,
+  ``probe_trials`` alignment probes are pushed through that same transform (see
+  :mod:`prepwatch.checks.alignment`) on their own random numbers, on probe images a
+  little larger than the first observed batch's images;
 - every ``overlay_every``-th batch (off by default): a PNG grid of the batch with its
   boxes is written on a background thread under ``<artifacts>/overlays/``.
 
@@ -22,7 +24,8 @@ Metrics (no labels beyond those listed; ``run`` and ``rank`` are added at exposi
 - ``prepwatch_boxes_total{outcome}``: boxes leaving the transform, by sanity outcome
 - ``prepwatch_box_alignment_iou``: IoU of each probed box with where its object went
 - ``prepwatch_box_alignment_error_pixels``: worst edge (or centre) error of each probed box
-- ``prepwatch_box_alignment_checks_total{result}``: probe trials: aligned, misaligned, inconclusive
+- ``prepwatch_box_alignment_checks_total{result}``: probe trials: aligned, misaligned,
+  inconclusive, error (the transform or the probe raised: nothing was judged)
 - ``prepwatch_box_misalignments_total{kind}``: iou, offset, out_of_bounds, foreign, phantom
 - ``prepwatch_box_check_seconds_total{part}``: loop time spent in sanity, probe, overlay
 - ``prepwatch_box_overlays_total``, ``prepwatch_box_overlay_last_timestamp_seconds``,
@@ -42,7 +45,13 @@ import numpy as np
 import torch
 
 from prepwatch.checks.alignment import KINDS, RESULTS, Probe, ProbeReport
-from prepwatch.checks.box_format import OUTCOMES, check_format, classify, to_xyxy
+from prepwatch.checks.box_format import (
+    OUTCOMES,
+    check_format,
+    classify,
+    is_normalized,
+    to_xyxy,
+)
 from prepwatch.checks.overlays import (
     LATEST,
     OverlayWriter,
@@ -61,6 +70,21 @@ IOU_BUCKETS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.85, 0.9, 0.95, 0.98, 0.
 ERROR_BUCKETS = (0.05, 0.1, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0, 20.0, 50.0)
 PARTS = ("sanity", "probe", "overlay")
 COMPONENT = "boxes"
+# Probe trials that could not run (the transform raised on the probe image, or the
+# probe itself failed): counted under this result so a blind check shows.
+CHECK_RESULTS = RESULTS + ("error",)
+
+# At least one probe round every PROBE_INTERVAL_S seconds, however slow the steps: 2
+# trials per 15 s are ~80 trials per 10 minutes, four times the 20 judged trials the
+# alert needs (twice when half of them are inconclusive). At 5-15 ms a trial (the torchvision detection
+# recipe on 128x96 probes; ~65 ms on 800x540) that is 0.07-0.9% of wall time; dearer
+# transforms are held to probe_budget by the spacing after each round.
+PROBE_INTERVAL_S = 15.0
+# A round due by time on a job whose steps are longer than the interval runs one round
+# per interval elapsed, up to this many, so a 60 s/step job still gets ~8 trials a step.
+MAX_CATCH_UP_ROUNDS = 4
+# Probe canvas (width, height) before any batch is seen, and the floor afterwards.
+DEFAULT_PROBE_SIZE = (128, 96)
 
 
 class BoxMonitor:
@@ -75,7 +99,8 @@ class BoxMonitor:
         probe_every: int = 50,
         probe_trials: int = 2,
         probe_budget: float = 0.01,
-        image_size: tuple[int, int] = (128, 96),
+        probe_interval: float = PROBE_INTERVAL_S,
+        image_size: tuple[int, int] | None = None,
         call: str = "auto",
         box_format: str = "xyxy",
         image_kind: str = "tensor",
@@ -97,26 +122,34 @@ class BoxMonitor:
             raise ValueError(f"overlay_every must be >= 0 (0 = off), got {overlay_every}")
         if not 0 < probe_budget <= 1:
             raise ValueError(f"probe_budget is a share of wall time in (0, 1], got {probe_budget}")
+        if not probe_interval > 0:
+            raise ValueError(f"probe_interval must be > 0 seconds, got {probe_interval}")
         self.ctx = ctx
-        self.box_format = check_format(box_format)
+        self.box_format = check_format(box_format, normalized=True)
         self.sample_every = int(sample_every)
         self.min_size = float(min_size)
         self.probe_every = int(probe_every)
         self.probe_trials = int(probe_trials)
         self.probe_budget = float(probe_budget)
+        self.probe_interval = float(probe_interval)
         self.overlay_every = int(overlay_every)
         self.overlay_max_images = int(overlay_max_images)
         self.class_names = list(class_names) if class_names is not None else None
         self._step = 0
         self._next_probe_step = self.probe_every
-        self._next_probe_time = 0.0
+        self._next_probe_due = time.monotonic() + self.probe_interval  # by wall time
+        self._next_probe_time = 0.0  # earliest the budget allows
+        self._last_probe: float | None = None
         self._closed = False
+        self._failure_logged = False
 
         self._probe: Probe | None = None
+        # Probe image size: explicit, else read from the first observed batch.
+        self._canvas_pending = transform is not None and image_size is None
         if transform is not None:
             self._probe = Probe(
-                transform, image_size=image_size, call=call, box_format=box_format,
-                image_kind=image_kind, tv_tensors=tv_tensors, seed=seed,
+                transform, image_size=image_size or DEFAULT_PROBE_SIZE, call=call,
+                box_format=box_format, image_kind=image_kind, tv_tensors=tv_tensors, seed=seed,
             )
         self._bind_metrics()
         self._overlays: OverlayWriter | None = None
@@ -144,10 +177,11 @@ class BoxMonitor:
         ).labels()
         checks = reg.counter(
             "prepwatch_box_alignment_checks_total",
-            "Alignment probe trials pushed through the training transform, by result.",
+            "Alignment probe trials pushed through the training transform, by result "
+            "(error: the transform or the probe raised, nothing was judged).",
             ["result"],
         )
-        self._results = {r: checks.labels(r) for r in RESULTS}
+        self._results = {r: checks.labels(r) for r in CHECK_RESULTS}
         mis = reg.counter(
             "prepwatch_box_misalignments_total",
             "Misaligned probe trials by kind (iou, offset, out_of_bounds, foreign, phantom).",
@@ -218,6 +252,11 @@ class BoxMonitor:
         self._overlay_ts.set(time.time())
 
     @property
+    def probe_size(self) -> tuple[int, int] | None:
+        """(width, height) of the probe images, or None without a transform."""
+        return (self._probe.width, self._probe.height) if self._probe is not None else None
+
+    @property
     def overlay_dir(self) -> Path | None:
         return self._overlays.directory if self._overlays is not None else None
 
@@ -229,6 +268,7 @@ class BoxMonitor:
         labels: Any = None,
         *,
         boxes_in: Any = None,
+        image_sizes: Any = None,
     ) -> None:
         """Account one augmented batch. Cheap except on sampled steps; never raises.
 
@@ -237,19 +277,25 @@ class BoxMonitor:
         ``box_format``, or ``tv_tensors.BoundingBoxes``) or a list of target dicts with
         ``"boxes"``, optional ``"labels"`` and optional ``"boxes_in"`` (how many boxes the
         sample had before augmentation, to count dropped boxes). ``boxes_in`` may also be
-        given here as a sequence of counts.
+        given here as a sequence of counts. ``image_sizes``: the true (H, W) of each image
+        when the batch is padded to a common size (torchvision ``ImageList.image_sizes``,
+        DETR ``[t["size"] for t in targets]``): boxes are checked against, and normalized
+        boxes scaled by, these instead of the padded size.
         """
         self._step += 1
         step = self._step
+        if self._canvas_pending:
+            self._adopt_canvas(images, image_sizes)
         sample = step % self.sample_every == 0
         overlay = self._overlays is not None and step % self.overlay_every == 0
-        probe = self._probe is not None and step >= self._next_probe_step
+        by_steps = step >= self._next_probe_step
+        probe = self._probe is not None and (by_steps or time.monotonic() >= self._next_probe_due)
         if not (sample or overlay or probe):
             return
         try:
             if sample or overlay:
                 start = time.perf_counter()
-                parsed = _Batch.parse(images, boxes, labels, boxes_in, self.box_format)
+                parsed = _Batch.parse(images, boxes, labels, boxes_in, self.box_format, image_sizes)
                 if sample:
                     self._sanity(parsed)
                     self._seconds["sanity"].inc(time.perf_counter() - start)
@@ -258,7 +304,31 @@ class BoxMonitor:
                     self._overlay(step, images, parsed)
                     self._seconds["overlay"].inc(time.perf_counter() - start)
             if probe:
-                self._maybe_probe()
+                self._maybe_probe(by_steps)
+        except Exception as exc:
+            self.ctx.errors.report(COMPONENT, exc)
+
+    def _adopt_canvas(self, images: Any, image_sizes: Any) -> None:
+        """Size the probe images from the first observed batch (the transform's output).
+
+        A quarter wider and an eighth taller than those images, and at least
+        :data:`DEFAULT_PROBE_SIZE`: fixed-size crops of the training images fit (and get
+        room to move, so a crop that does not shift its boxes shows), and square images
+        give non-square probes, so a width/height swap shows.
+        """
+        self._canvas_pending = False
+        assert self._probe is not None
+        try:
+            if image_sizes is not None and len(image_sizes):
+                height, width = _size(image_sizes[0])
+            elif isinstance(images, torch.Tensor) and images.dim() == 4:
+                height, width = int(images.shape[-2]), int(images.shape[-1])
+            else:
+                height, width = _canvas(images[0])
+            self._probe.set_image_size((
+                max(DEFAULT_PROBE_SIZE[0], width + width // 4),
+                max(DEFAULT_PROBE_SIZE[1], height + height // 8),
+            ))
         except Exception as exc:
             self.ctx.errors.report(COMPONENT, exc)
 
@@ -301,32 +371,57 @@ class BoxMonitor:
 
         self._overlays.submit(step, panels)
 
-    def _maybe_probe(self) -> None:
+    def _maybe_probe(self, by_steps: bool) -> None:
         now = time.monotonic()
         if now < self._next_probe_time:
             return
+        rounds = 1
+        if not by_steps and self._last_probe is not None:
+            # Due by time: steps longer than the interval get a round per interval elapsed.
+            elapsed = now - self._last_probe
+            rounds = int(min(MAX_CATCH_UP_ROUNDS, max(1.0, elapsed // self.probe_interval)))
+        self._last_probe = now
         start = time.perf_counter()
-        self.probe(self.probe_trials)
+        self.probe(self.probe_trials * rounds)
         spent = time.perf_counter() - start
         self._next_probe_step = self._step + self.probe_every
+        after = time.monotonic()
+        self._next_probe_due = after + self.probe_interval
         # Probes may take at most probe_budget of wall time: wait spent * (1/b - 1).
-        self._next_probe_time = time.monotonic() + spent * (1.0 / self.probe_budget - 1.0)
+        self._next_probe_time = after + spent * (1.0 / self.probe_budget - 1.0)
 
     # -- probing ------------------------------------------------------------------------
     def probe(self, trials: int | None = None) -> ProbeReport | None:
         """Push ``trials`` alignment probes through the transform now and record them."""
         if self._probe is None:
             return None
+        n = trials or self.probe_trials
         start = time.perf_counter()
         try:
-            report = self._probe.run(trials or self.probe_trials)
+            report = self._probe.run(n)
         except Exception as exc:
+            self._results["error"].inc(n)
+            self._log_failure(exc)
             self.ctx.errors.report(COMPONENT, exc)
             return None
         finally:
             self._seconds["probe"].inc(time.perf_counter() - start)
         self.record(report)
         return report
+
+    def _log_failure(self, exc: BaseException) -> None:
+        if self._failure_logged:
+            return
+        self._failure_logged = True
+        assert self._probe is not None
+        log.warning(
+            "prepwatch: the box alignment probe could not run on %dx%d probe images "
+            "(%s: %s): its trials count as prepwatch_box_alignment_checks_total"
+            "{result=\"error\"} and judge nothing. If the transform needs larger inputs "
+            "(a fixed-size crop), pass watch.boxes(image_size=(width, height)) of your "
+            "training images.",
+            self._probe.width, self._probe.height, type(exc).__name__, exc,
+        )
 
     def record(self, report: ProbeReport) -> None:
         """Export a probe report's verdicts (also for reports run elsewhere)."""
@@ -372,7 +467,15 @@ def _canvas(image: Any) -> tuple[int, int]:
     raise ValueError(f"expected images of shape (C, H, W) or (H, W), got {shape}")
 
 
-def _as_xyxy(boxes: Any, fmt: str) -> np.ndarray:
+def _size(size: Any) -> tuple[int, int]:
+    """(H, W) from a pair, list or 2-element tensor."""
+    values = size.tolist() if hasattr(size, "tolist") else list(size)
+    if len(values) != 2:
+        raise ValueError(f"image_sizes holds (H, W) per image; got {size!r}")
+    return int(values[0]), int(values[1])
+
+
+def _as_xyxy(boxes: Any, fmt: str, canvas: tuple[int, int]) -> np.ndarray:
     if boxes is None:
         return np.zeros((0, 4))
     box_fmt = getattr(boxes, "format", None)
@@ -382,7 +485,7 @@ def _as_xyxy(boxes: Any, fmt: str) -> np.ndarray:
         arr = boxes.detach().cpu().as_subclass(torch.Tensor).to(torch.float64).numpy()
     else:
         arr = np.asarray(boxes, dtype=np.float64)
-    return to_xyxy(arr.reshape(-1, 4), fmt)
+    return to_xyxy(arr.reshape(-1, 4), fmt, canvas[1], canvas[0])
 
 
 def _as_labels(labels: Any) -> np.ndarray | None:
@@ -417,7 +520,8 @@ class _Batch:
         return _as_labels(self._labels[i]) if i < len(self._labels) else None
 
     @classmethod
-    def parse(cls, images: Any, boxes: Any, labels: Any, boxes_in: Any, fmt: str) -> _Batch:
+    def parse(cls, images: Any, boxes: Any, labels: Any, boxes_in: Any, fmt: str,
+              image_sizes: Any = None) -> _Batch:
         n = len(images)
         if boxes is None:
             raise TypeError(
@@ -429,7 +533,15 @@ class _Batch:
             raise ValueError(f"observe() got {n} images but {len(boxes)} box sets")
         dicts = n > 0 and isinstance(boxes[0], dict)
         raw = [item.get("boxes") for item in boxes] if dicts else list(boxes)
-        joined, counts = _join_xyxy(raw, fmt)
+        if image_sizes is not None:
+            if len(image_sizes) != n:
+                raise ValueError(f"observe() got {n} images but {len(image_sizes)} image_sizes")
+            canvases = [_size(size) for size in image_sizes]
+        elif isinstance(images, torch.Tensor) and images.dim() == 4:
+            canvases = [(int(images.shape[-2]), int(images.shape[-1]))] * n
+        else:
+            canvases = [_canvas(images[i]) for i in range(n)]
+        joined, counts = _join_xyxy(raw, fmt, canvases)
         if dicts:
             label_list = [item.get("labels") for item in boxes]
             in_counts = [item.get("boxes_in") for item in boxes]
@@ -438,16 +550,15 @@ class _Batch:
             in_counts = [None] * n
         if boxes_in is not None:
             in_counts = list(boxes_in)
-        if isinstance(images, torch.Tensor) and images.dim() == 4:
-            canvases = [(int(images.shape[-2]), int(images.shape[-1]))] * n
-        else:
-            canvases = [_canvas(images[i]) for i in range(n)]
         return cls(canvases, joined, counts, [None if c is None else int(c) for c in in_counts],
                    label_list)
 
 
-def _join_xyxy(raw: list[Any], fmt: str) -> tuple[np.ndarray, list[int]]:
-    """All images' boxes as one xyxy array, converted in one go where they are plain tensors."""
+def _join_xyxy(
+    raw: list[Any], fmt: str, canvases: list[tuple[int, int]],
+) -> tuple[np.ndarray, list[int]]:
+    """All images' boxes as one xyxy pixel array, converted in one go where they are plain
+    tensors; normalized formats are scaled by each image's (H, W) in ``canvases``."""
     plain = bool(raw) and all(
         isinstance(b, torch.Tensor) and getattr(b, "format", None) is None and b.dim() == 2
         for b in raw
@@ -455,7 +566,10 @@ def _join_xyxy(raw: list[Any], fmt: str) -> tuple[np.ndarray, list[int]]:
     if plain:
         counts = [int(b.shape[0]) for b in raw]
         joined = torch.cat([b.detach().reshape(-1, 4) for b in raw]).cpu().to(torch.float64).numpy()
+        if is_normalized(fmt):
+            sizes = np.repeat(np.asarray(canvases, dtype=np.float64).reshape(-1, 2), counts, axis=0)
+            return to_xyxy(joined, fmt, sizes[:, 1], sizes[:, 0]), counts
         return to_xyxy(joined, fmt), counts
-    parts = [_as_xyxy(b, fmt) for b in raw]
+    parts = [_as_xyxy(b, fmt, c) for b, c in zip(raw, canvases)]
     counts = [len(p) for p in parts]
     return (np.concatenate(parts) if parts else np.zeros((0, 4))), counts
