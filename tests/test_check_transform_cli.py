@@ -22,6 +22,13 @@ MODULE = textwrap.dedent('''
         flipped = torch.stack([w - 1 - boxes[:, 2], boxes[:, 1], w - 1 - boxes[:, 0], boxes[:, 3]], 1)
         return image.flip(-1), flipped, labels
 
+    def flip_yolo(image, boxes, labels):  # normalized (cx, cy, w, h), YOLO style
+        flipped = torch.stack([1 - boxes[:, 0], boxes[:, 1], boxes[:, 2], boxes[:, 3]], 1)
+        return image.flip(-1), flipped, labels
+
+    def flip_image_only(image, boxes, labels):
+        return image.flip(-1), boxes, labels
+
     def drops_everything(image, boxes, labels):
         return image, boxes[:0], labels[:0]
 
@@ -47,6 +54,14 @@ def test_aligned_transform_exits_zero(user_module, capsys, tmp_path) -> None:
     assert code == 0, out
     assert "aligned 40, misaligned 0" in out
     assert "verdict: ALIGNED" in out
+
+
+def test_normalized_box_formats(user_module, capsys) -> None:
+    args = ["--trials", "20", "--box-format", "cxcywh_norm", "--no-image"]
+    assert main(["check-transform", f"{user_module}:flip_yolo", *args]) == 0
+    assert "aligned 20, misaligned 0" in capsys.readouterr().out
+    assert main(["check-transform", f"{user_module}:flip_image_only", *args]) == 1
+    assert "verdict: MISALIGNED" in capsys.readouterr().out
 
 
 def test_misaligned_transform_exits_one_with_worst_cases_and_image(user_module, capsys, tmp_path) -> None:

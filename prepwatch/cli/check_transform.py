@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from prepwatch.checks.alignment import ProbeReport, TrialResult, check_transform
-from prepwatch.checks.box_format import FORMATS
+from prepwatch.checks.box_format import FORMATS, NORMALIZED_FORMATS
 from prepwatch.checks.geometry_adapters import CALLS, IMAGE_KINDS
 
 EXIT_ALIGNED, EXIT_MISALIGNED, EXIT_INCONCLUSIVE = 0, 1, 3
@@ -37,7 +37,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--trials", type=int, default=200, help="probe trials (default 200)")
     p.add_argument("--call", choices=CALLS, default="auto",
                    help="calling convention (default: torchvision v2 -> dict, else by signature)")
-    p.add_argument("--box-format", choices=FORMATS, default="xyxy",
+    p.add_argument("--box-format", choices=FORMATS + NORMALIZED_FORMATS, default="xyxy",
                    help="box convention of a plain callable (default xyxy, continuous pixels)")
     p.add_argument("--image-kind", choices=IMAGE_KINDS, default="tensor",
                    help="what the transform receives as image (default: float CHW tensor)")
