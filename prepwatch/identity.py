@@ -9,23 +9,34 @@ from dataclasses import dataclass, field
 
 from prepwatch.metrics.labels import sanitize_label_value
 
-# torchrun's variables first; then the launchers that start one process per rank without
-# it (srun, mpirun), so that ranks of such jobs do not all claim rank 0.
-RANK_VARS = ("RANK", "SLURM_PROCID", "OMPI_COMM_WORLD_RANK", "PMI_RANK")
-LOCAL_RANK_VARS = ("LOCAL_RANK", "SLURM_LOCALID", "OMPI_COMM_WORLD_LOCAL_RANK", "MPI_LOCALRANKID")
-WORLD_SIZE_VARS = ("WORLD_SIZE", "SLURM_NTASKS", "OMPI_COMM_WORLD_SIZE", "PMI_SIZE")
+# (rank, local rank, world size) per launcher, in order: torchrun; then launchers that
+# start one process per rank without it, so that ranks of such jobs do not all claim
+# rank 0. MPI before Slurm: mpirun inside an sbatch allocation sets its own variables for
+# its ranks, while Slurm's leak into them from the batch step. All three values come from
+# the first launcher that set any of its variables.
+LAUNCHERS = (
+    ("RANK", "LOCAL_RANK", "WORLD_SIZE"),
+    ("OMPI_COMM_WORLD_RANK", "OMPI_COMM_WORLD_LOCAL_RANK", "OMPI_COMM_WORLD_SIZE"),
+    ("PMI_RANK", "MPI_LOCALRANKID", "PMI_SIZE"),
+    ("SLURM_PROCID", "SLURM_LOCALID", "SLURM_NTASKS"),
+)
 
 
-def _int_env(env: dict[str, str], names: tuple[str, ...], default: int) -> int:
-    for name in names:
-        raw = env.get(name)
-        if raw is None or raw == "":
-            continue
-        try:
-            return int(raw)
-        except ValueError:
-            raise ValueError(f"environment variable {name}={raw!r} is not an integer") from None
-    return default
+def _int_env(env: dict[str, str], name: str, default: int) -> int:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        return int(raw)
+    except ValueError:
+        raise ValueError(f"environment variable {name}={raw!r} is not an integer") from None
+
+
+def _launcher_ranks(env: dict[str, str]) -> tuple[int, int, int]:
+    for rank, local, world in LAUNCHERS:
+        if any(env.get(v) for v in (rank, local, world)):
+            return _int_env(env, rank, 0), _int_env(env, local, 0), _int_env(env, world, 1)
+    return 0, 0, 1
 
 
 @dataclass(frozen=True)
@@ -57,9 +68,7 @@ class Identity:
             run = script[:-3] if script.endswith(".py") else script
             if env.get("SLURM_JOB_ID"):
                 run = f"{run}-{env['SLURM_JOB_ID']}"
+        rank, local_rank, world_size = _launcher_ranks(env)
         return cls(
-            run=sanitize_label_value(run),
-            rank=_int_env(env, RANK_VARS, 0),
-            local_rank=_int_env(env, LOCAL_RANK_VARS, 0),
-            world_size=_int_env(env, WORLD_SIZE_VARS, 1),
+            run=sanitize_label_value(run), rank=rank, local_rank=local_rank, world_size=world_size,
         )

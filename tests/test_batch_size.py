@@ -101,6 +101,10 @@ def test_one_element_side_tensor_does_not_win():
     # the majority of fields wins over a side tensor of any size
     side = {"w": torch.ones(10), "x": torch.zeros(4, 3), "y": torch.zeros(4)}
     assert BatchSizer()(side) == 4
+    # the same as tuples: two fields that disagree are fields, not two samples
+    assert BatchSizer()((torch.zeros(32, 3), torch.tensor([0.5]))) == 32
+    assert BatchSizer()((torch.zeros(32, 3), torch.ones(10))) == 32
+    assert BatchSizer()((torch.ones(10), torch.zeros(4, 3), torch.zeros(4))) == 4
 
 
 def test_plain_tensor_pairs_and_dicts_from_default_collate():

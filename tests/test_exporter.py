@@ -184,6 +184,9 @@ def test_identity_from_torchrun_environment():
     # mpirun (Open MPI)
     ({"OMPI_COMM_WORLD_RANK": "3", "OMPI_COMM_WORLD_LOCAL_RANK": "3",
       "OMPI_COMM_WORLD_SIZE": "4"}, (3, 3, 4)),
+    # mpirun inside an sbatch allocation: Slurm's variables leak in, MPI's are the ranks'
+    ({"SLURM_PROCID": "0", "SLURM_LOCALID": "0", "SLURM_NTASKS": "1", "OMPI_COMM_WORLD_RANK": "5",
+      "OMPI_COMM_WORLD_LOCAL_RANK": "5", "OMPI_COMM_WORLD_SIZE": "16"}, (5, 5, 16)),
     # torchrun inside an srun allocation: torchrun's own variables win
     ({"RANK": "5", "LOCAL_RANK": "1", "WORLD_SIZE": "8", "SLURM_PROCID": "0",
       "SLURM_LOCALID": "0", "SLURM_NTASKS": "2"}, (5, 1, 8)),

@@ -110,10 +110,8 @@ class RecorderProbe(Dataset):
 
 def test_forked_workers_of_an_unwatched_loader_record_nothing(watch):
     assert worker_stats.recorder() is watch.worker_stats.main_recorder
-    main_row = watch.worker_stats._tables[0].copy()
     plain = DataLoader(RecorderProbe(), batch_size=None, num_workers=1, multiprocessing_context="fork")
     assert list(plain) == [False] * 4  # not the inherited copy of the main process' row
-    assert (watch.worker_stats._tables[0] == main_row).all()
     # an attached loader's workers still get their own row after the reset at fork
     watched = DataLoader(RecorderProbe(), batch_size=None, num_workers=1, multiprocessing_context="fork")
     assert list(watch.loader(watched)) == [True] * 4

@@ -19,8 +19,9 @@ sequence length. So the first batch is read field by field:
 
 The top level is a list/tuple of fields ``(x, y)`` as ``default_collate`` makes, except
 when it is plainly a list of samples, counted by ``len()``: its items are all non-arrays
-(strings, numbers, dicts), or records such as ``(image, label)`` tuples, or they
-disagree (no count is said by more than half of them: sequences of different lengths).
+(strings, numbers, dicts), or records such as ``(image, label)`` tuples, or three or
+more of them disagree (no count is said by more than half of them: sequences of
+different lengths). Two items that disagree are fields (``(x, side_tensor)``).
 A list of N sequences of one kind and equal length M is ambiguous (N fields of M
 samples, or N samples of M fields); the larger of N and M is taken as the batch.
 
@@ -161,8 +162,10 @@ def detect(batch: Any) -> Optional[Strategy]:
         return Strategy((), LEN)
     saying = {c.path[0] for c in cands}
     agreeing = {c.path[0] for c in cands if c.count == best.count}
-    if len(saying) > 1 and 2 * len(agreeing) <= len(saying):
-        return Strategy((), LEN)  # items disagree: samples of different shapes
+    # Items disagree: samples of different shapes. Two items that disagree are more likely
+    # fields (x, side tensor) than a batch of two ragged samples.
+    if len(saying) > 2 and 2 * len(agreeing) <= len(saying):
+        return Strategy((), LEN)
     return Strategy(best.path, best.kind)
 
 
