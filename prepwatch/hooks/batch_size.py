@@ -169,12 +169,6 @@ def detect(batch: Any) -> Optional[Strategy]:
     return Strategy(best.path, best.kind)
 
 
-def find_path(batch: Any) -> Optional[Path]:
-    """Path to where the batch size lies (kept for old callers; ``detect`` adds the kind)."""
-    strategy = detect(batch)
-    return strategy.path if strategy is not None else None
-
-
 def _apply(batch: Any, path: Path, by_len: bool) -> int:
     obj = batch
     for key in path:
