@@ -221,14 +221,8 @@ def _channel_order(
         return "ok"
     if need is None or swapped < need:
         return "ambiguous"
-    i, j = contract.channel_pair
-    names = contract.channel_names
-    kinds.append("channel_order")
-    notes.append(
-        f"channels {names[i]} and {names[j]} look swapped in {swapped} of {stats.n} images "
-        f"(their colour balance mirrors the training images'; none matches it)"
-    )
-    return "swapped"
+    return _swapped(contract, f"in {swapped} of {stats.n} images (their colour balance mirrors "
+                    "the training images'; none matches it)", kinds, notes)
 
 
 def _pooled_channel_order(
@@ -251,13 +245,16 @@ def _pooled_channel_order(
         return "ok"
     if t > -POOLED_CALL:
         return "ambiguous"
+    return _swapped(contract, f"(the mean colour balance of these {n} images, "
+                    f"{float(d.mean()):+.3f}, mirrors the training images', {mean:+.3f})",
+                    kinds, notes)
+
+
+def _swapped(contract: InputContract, evidence: str, kinds: list[str], notes: list[str]) -> str:
     i, j = contract.channel_pair
     names = contract.channel_names
     kinds.append("channel_order")
-    notes.append(
-        f"channels {names[i]} and {names[j]} look swapped: the mean colour balance of these "
-        f"{n} images ({float(d.mean()):+.3f}) mirrors the training images' ({mean:+.3f})"
-    )
+    notes.append(f"channels {names[i]} and {names[j]} look swapped {evidence}")
     return "swapped"
 
 
