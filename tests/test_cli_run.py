@@ -70,14 +70,15 @@ def test_two_ranks_with_workers_served_under_one_endpoint_and_sigterm_forwarded(
                  str(JOBS / "train_loop.py"), "--marker", str(marker), "--workers", "1"]) as proc:
         url = _url(proc)
 
-        def worker_timings_arrived():
+        def worker_timings_and_steps_arrived():
+            # a worker records its fetch before the loop receives that batch: wait for both
             s = scrape(url)
             fetched = value(s, "prepwatch_sample_fetch_seconds_count", run="twojob", stage="total")
-            return (fetched or 0) > 0 and s
+            steps = value(s, "prepwatch_steps_total", run="twojob", rank="0")
+            return (fetched or 0) > 0 and (steps or 0) > 0 and s
 
-        s = wait_for(worker_timings_arrived, timeout=60)
+        s = wait_for(worker_timings_and_steps_arrived, timeout=60)
         assert value(s, "prepwatch_rank_up", run="twojob", rank="0") == 1
-        assert value(s, "prepwatch_steps_total", run="twojob", rank="0") > 0
         state_dir = Path((tmp_path / "term.env").read_text())
         assert state_dir.is_dir()
         proc.send_signal(signal.SIGTERM)
