@@ -32,10 +32,10 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.common import alternate  # noqa: E402
-from prepwatch.checks.alignment import Probe  # noqa: E402
-from prepwatch.checks.boxes import BoxMonitor  # noqa: E402
-from prepwatch.checks.video_clips import moving_object_clip  # noqa: E402
-from prepwatch.checks.video_consistency import clip_consistency  # noqa: E402
+from prepwatch.checks.boxes.alignment import Probe  # noqa: E402
+from prepwatch.checks.boxes.monitor import BoxMonitor  # noqa: E402
+from prepwatch.checks.clips.consistency import clip_consistency  # noqa: E402
+from prepwatch.checks.clips.synthetic import moving_object_clip  # noqa: E402
 from prepwatch.context import Context  # noqa: E402
 from prepwatch.demo import geometry_transforms as gt  # noqa: E402
 from prepwatch.identity import Identity  # noqa: E402

@@ -20,7 +20,7 @@ import torch  # noqa: E402
 from prometheus_client import generate_latest  # noqa: E402
 
 from bench.common import alternate  # noqa: E402
-from prepwatch.checks.class_health import ClassHealth  # noqa: E402
+from prepwatch.checks.class_health.monitor import ClassHealth  # noqa: E402
 from prepwatch.context import Context  # noqa: E402
 from prepwatch.exporter.text import encode_text  # noqa: E402
 from prepwatch.metrics.registry import LabelledView  # noqa: E402

@@ -3,7 +3,7 @@
 Both are timed in this one process, on the same 64x3x224x224 float32 batch and
 the same torch thread count, so the ratio does not depend on the machine. The
 guard reads a strided grid of every image (every 3rd row and column at 224x224:
-5,625 of 50,176 pixels per channel, see prepwatch/checks/norm_stats.py) and
+5,625 of 50,176 pixels per channel, see prepwatch/checks/inputs/stats.py) and
 makes one more pass over that grid only when a batch's extremes already left the
 contract's range. Also timed: ``record()`` on a sampled and on a skipped step.
 
@@ -86,9 +86,9 @@ def run(quick: bool = False, repeats: int = 5, forward_repeats: int = 3) -> dict
     """
     if quick:
         repeats, forward_repeats = 2, 1
-    from prepwatch.checks.norm_faults import correct, served
-    from prepwatch.checks.norm_stats import grid_stride
-    from prepwatch.checks.normalization import Declared, InputMonitor
+    from prepwatch.checks.inputs.faults import correct, served
+    from prepwatch.checks.inputs.monitor import Declared, InputMonitor
+    from prepwatch.checks.inputs.stats import grid_stride
     from prepwatch.context import Context
     from prepwatch.demo.normalization_scenes import make_scenes
 

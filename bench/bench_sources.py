@@ -36,10 +36,10 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from prepwatch.context import Context  # noqa: E402
-from prepwatch.hooks.worker_stats import ROW, Recorder  # noqa: E402
+from prepwatch.hooks import open_hook as pw_io  # noqa: E402
+from prepwatch.hooks.worker_recorder import ROW, Recorder  # noqa: E402
 from prepwatch.identity import Identity  # noqa: E402
 from prepwatch.sources import SamplerLoop  # noqa: E402
-from prepwatch.sources import io as pw_io  # noqa: E402
 from prepwatch.sources.gpu import GpuSampler  # noqa: E402
 from prepwatch.sources.host import HostSampler, ProcessSampler, ProcessTree  # noqa: E402
 from prepwatch.sources.nvml import Nvml  # noqa: E402
@@ -250,7 +250,7 @@ def bench_io(rounds: int = 21, per_round: int = 2000) -> dict[str, float]:
                 alone["hooked"].append((cpu() - t0) / n)
         # Fixed CPU work: noise from other load only adds, so the fastest round is the estimate.
         iso = {k: min(v) for k, v in alone.items()}
-        # Of which the shared-memory recorder (prepwatch/hooks/worker_stats.py) takes:
+        # Of which the shared-memory recorder (prepwatch/hooks/worker_recorder.py) takes:
         rec_times = []
         for _ in range(15):
             t0 = cpu()

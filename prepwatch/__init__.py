@@ -7,9 +7,9 @@
 """
 
 from prepwatch._version import __version__
-from prepwatch.hooks.worker_stats import stage
+from prepwatch.hooks.open_hook import instrument_open, timed_open
+from prepwatch.hooks.worker_recorder import stage
 from prepwatch.runtime import current, start, stop
-from prepwatch.sources.io import instrument_open, timed_open
 from prepwatch.watch import Watch
 
 __all__ = [

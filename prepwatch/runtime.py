@@ -25,7 +25,6 @@ from prepwatch._version import __version__
 from prepwatch.context import Context
 from prepwatch.exporter.http import MetricsServer, validate_bind
 from prepwatch.exporter.rank_link import RankLink
-from prepwatch.hooks.worker_stats import _set_recorder
 from prepwatch.identity import Identity
 from prepwatch.sources import start_sources
 from prepwatch.watch import Watch
@@ -150,11 +149,7 @@ def start(
             if sources:
                 extra = start_sources(ctx, pids=lambda: [os.getpid()], interval=sample_interval)
         watch = Watch(ctx, _Exporter(exporter, extra), artifacts)
-        watch.worker_stats.activate()
-        if instrument_open:
-            from prepwatch.sources.io import instrument_open as hook_open
-
-            watch._open_hook = hook_open()
+        watch.start_recording(instrument_open=instrument_open)
         _watch = watch
         atexit.register(stop)
         return watch
@@ -171,9 +166,6 @@ def stop() -> None:
     with _lock:
         watch, _watch = _watch, None
     if watch is not None:
-        _set_recorder(None)  # stage timers and the open hook stop recording into it
-        if watch._open_hook is not None:
-            watch._open_hook.close()
         watch.stop()
 
 

@@ -1,36 +1,77 @@
 """The Watch: one object per training process that owns its metrics and hooks.
 
-It is created by :func:`prepwatch.start`. Capability components (class health,
-input contract, boxes, clips) are created on first use so a job pays only for what
-it calls.
+It is created by :func:`prepwatch.start`. It owns what records in this process (the
+loop metrics, the worker-stats table, the recorder that stage timers and the open hook
+write into, the open hook itself) and the exporter that serves it. Capability
+components (class health, inputs, boxes, clips) are created on first use by their
+accessor, so a job pays only for what it calls; every accessor returns its component's
+own type, and every component keeps the :class:`~prepwatch.checks.common.component.Component`
+contract that :meth:`Watch.stop` relies on.
 """
 
 from __future__ import annotations
 
 import threading
 from pathlib import Path
-from typing import Any, Callable, Iterable, TypeVar
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Optional, Protocol, TypeVar
 
 from prepwatch.context import Context
 from prepwatch.hooks.loader import WatchedLoader
 from prepwatch.hooks.loop_metrics import LoopMetrics
+from prepwatch.hooks.open_hook import OpenHook
+from prepwatch.hooks.open_hook import instrument_open as _instrument_open
+from prepwatch.hooks.worker_recorder import set_recorder
 from prepwatch.hooks.worker_stats import WorkerStats
 
+if TYPE_CHECKING:  # components import torch; they load on first use, not with the Watch
+    from prepwatch.checks.boxes import BoxMonitor
+    from prepwatch.checks.class_health import ClassHealth
+    from prepwatch.checks.clips import ClipMonitor
+    from prepwatch.checks.common.component import Component
+    from prepwatch.checks.inputs import InputMonitor
+
 T = TypeVar("T")
+C = TypeVar("C", bound="Component")
+
+
+class Exporter(Protocol):
+    """Where this process' metrics go: its own HTTP endpoint or the node agent's link."""
+
+    @property
+    def url(self) -> Optional[str]:
+        """The /metrics URL when this process serves itself; None behind an agent."""
+        ...
+
+    def close(self) -> None:
+        """Stop serving (release the port or the agent socket). Idempotent."""
+        ...
 
 
 class Watch:
     """Handle returned by :func:`prepwatch.start`; every method is safe to call per step."""
 
-    def __init__(self, ctx: Context, exporter: Any, artifacts_dir: Path | None) -> None:
+    def __init__(self, ctx: Context, exporter: Optional[Exporter], artifacts_dir: Path | None) -> None:
         self.ctx = ctx
         self._exporter = exporter
         self.artifacts_dir = artifacts_dir
         self.loop = LoopMetrics(ctx)
         self.worker_stats = WorkerStats(ctx)
-        self._components: dict[str, Any] = {}
-        self._open_hook: Any = None
+        self._components: dict[str, Component] = {}
+        self._open_hook: Optional[OpenHook] = None
         self._lock = threading.Lock()
+
+    # -- recording in this process -------------------------------------------------------
+    def start_recording(self, *, instrument_open: bool = False) -> None:
+        """Point stage timers (and, if asked, a process-wide open hook) at this Watch."""
+        set_recorder(self.worker_stats.main_recorder)
+        if instrument_open and self._open_hook is None:
+            self._open_hook = _instrument_open()
+
+    def _stop_recording(self) -> None:
+        set_recorder(None)  # stage timers and the open hook stop recording into it
+        if self._open_hook is not None:
+            self._open_hook.close()
+            self._open_hook = None
 
     # -- loop ---------------------------------------------------------------------------
     def loader(
@@ -51,12 +92,12 @@ class Watch:
         worker timings too.
         """
         return WatchedLoader(
-            iterable, self.loop, self.worker_stats, batch_size=batch_size,
+            iterable, self.loop, self.worker_stats, self.ctx.errors, batch_size=batch_size,
             dataloader=dataloader, worker_timing=worker_timing,
         )
 
     # -- capability components -------------------------------------------------------
-    def _component(self, key: str, factory: Callable[[], Any], options: dict[str, Any]) -> Any:
+    def _component(self, key: str, factory: Callable[[], C], options: dict[str, Any]) -> C:
         with self._lock:
             existing = self._components.get(key)
             if existing is not None:
@@ -64,35 +105,32 @@ class Watch:
                     raise ValueError(
                         f"watch.{key}() was already configured; pass options only on the first call"
                     )
-                return existing
-            component = self._components[key] = factory()
+                return existing  # type: ignore[return-value]
+            component = factory()
+            self._components[key] = component
             return component
 
-    def class_health(self, **options: Any) -> Any:
-        """Per-class recall on the augmented train stream and clean eval data."""
+    def class_health(self, **options: Any) -> ClassHealth:
+        """Per-class recall on the augmented train stream and clean eval data.
+
+        Options are :class:`prepwatch.checks.class_health.ClassHealth`'s. Per step:
+        ``health.train_predictions(logits, y)``; per evaluation batch:
+        ``health.eval_predictions(logits, y)`` (no device sync on either).
+        """
         from prepwatch.checks.class_health import ClassHealth
 
         return self._component("class_health", lambda: ClassHealth(self.ctx, **options), options)
 
-    def train_predictions(self, predictions: Any, targets: Any, **kwargs: Any) -> None:
-        """Count per-class hits of the augmented training stream (no device sync)."""
-        self.class_health().train_predictions(predictions, targets, **kwargs)
+    def inputs(self, **options: Any) -> InputMonitor:
+        """Input normalization contract: capture at training, guard at serving.
 
-    def eval_predictions(self, predictions: Any, targets: Any, **kwargs: Any) -> None:
-        """Count per-class hits on clean evaluation data."""
-        self.class_health().eval_predictions(predictions, targets, **kwargs)
-
-    def report_augmentation(self, **params: float) -> None:
-        """Export named augmentation strengths as gauges, to read recall changes against."""
-        self.class_health().report_augmentation(**params)
-
-    def inputs(self, **options: Any) -> Any:
-        """Input normalization contract: capture at training, guard at serving."""
-        from prepwatch.checks.normalization import InputMonitor
+        Options are :class:`prepwatch.checks.inputs.InputMonitor`'s.
+        """
+        from prepwatch.checks.inputs import InputMonitor
 
         return self._component("inputs", lambda: InputMonitor(self.ctx, **options), options)
 
-    def boxes(self, **options: Any) -> Any:
+    def boxes(self, **options: Any) -> BoxMonitor:
         """Box sanity, transform alignment probes and overlays on the training stream.
 
         Options are :class:`prepwatch.checks.boxes.BoxMonitor`'s: ``transform=`` turns on
@@ -110,13 +148,13 @@ class Watch:
             options,
         )
 
-    def clips(self, **options: Any) -> Any:
+    def clips(self, **options: Any) -> ClipMonitor:
         """Temporal consistency of video clip augmentation.
 
-        Options go to :class:`prepwatch.checks.video.ClipMonitor`; ``layout="NCTHW"`` for
+        Options go to :class:`prepwatch.checks.clips.ClipMonitor`; ``layout="NCTHW"`` for
         (N, C, T, H, W) batches (PyTorchVideo, SlowFast, X3D), default ``"NTCHW"``.
         """
-        from prepwatch.checks.video import ClipMonitor
+        from prepwatch.checks.clips import ClipMonitor
 
         return self._component("clips", lambda: ClipMonitor(self.ctx, **options), options)
 
@@ -124,17 +162,31 @@ class Watch:
     @property
     def url(self) -> str | None:
         """Where this process' metrics are served (None when an agent serves them)."""
-        return getattr(self._exporter, "url", None)
+        return self._exporter.url if self._exporter is not None else None
+
+    def flush(self, timeout: float = 30.0) -> bool:
+        """Export everything the components still hold (e.g. before a final scrape)."""
+        done = True
+        for name, component in list(self._components.items()):
+            try:
+                done = component.flush(timeout) and done
+            except Exception as exc:
+                self.ctx.errors.report(name, exc)
+                done = False
+        return done
 
     def stop(self) -> None:
-        """Stop serving and release the port or agent link. Safe to call twice."""
-        for component in list(self._components.values()):
-            close = getattr(component, "close", None)
-            if close is not None:
-                try:
-                    close()
-                except Exception as exc:
-                    self.ctx.errors.report("close", exc)
+        """Close every component, stop recording, release the port or agent link.
+
+        Safe to call twice; :func:`prepwatch.stop` calls it.
+        """
+        for name, component in list(self._components.items()):
+            try:
+                component.close()
+            except Exception as exc:
+                self.ctx.errors.report(name, exc)
+        self._stop_recording()
         if self._exporter is not None:
             self._exporter.close()
             self._exporter = None
+

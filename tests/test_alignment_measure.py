@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from prepwatch.checks import box_format as bf
-from prepwatch.checks.alignment import judge, measure_region
-from prepwatch.checks.geometry_adapters import ProbeInput, ProbeOutput, TransformAdapter, resolve_call
+from prepwatch.checks.boxes.adapters import ProbeInput, ProbeOutput, TransformAdapter, resolve_call
+from prepwatch.checks.boxes.alignment import judge, measure_region
 
 
 def render_rect(height: int, width: int, box: tuple[float, float, float, float]) -> np.ndarray:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from prepwatch.checks.alignment import check_transform
+from prepwatch.checks.boxes.alignment import check_transform
 from prepwatch.demo import geometry_transforms as gt
 
 torch.set_num_threads(1)

@@ -14,7 +14,7 @@ from torchvision import tv_tensors  # noqa: E402
 from torchvision.transforms import v2  # noqa: E402
 from torchvision.transforms.v2 import functional as F  # noqa: E402
 
-from prepwatch.checks.alignment import check_transform  # noqa: E402
+from prepwatch.checks.boxes.alignment import check_transform  # noqa: E402
 
 torch.set_num_threads(1)
 BILINEAR = v2.InterpolationMode.BILINEAR

@@ -19,8 +19,8 @@ from helpers import parse, value
 from prometheus_client import generate_latest
 
 from prepwatch.checks import boxes as boxes_module
-from prepwatch.checks.alignment import check_transform
-from prepwatch.checks.boxes import BoxMonitor
+from prepwatch.checks.boxes.alignment import check_transform
+from prepwatch.checks.boxes.monitor import BoxMonitor
 from prepwatch.context import Context
 from prepwatch.demo import geometry_transforms as gt
 from prepwatch.identity import Identity

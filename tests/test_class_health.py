@@ -12,7 +12,7 @@ import torch
 from helpers import parse, value
 from prometheus_client import generate_latest
 
-from prepwatch.checks.class_health import ClassHealth
+from prepwatch.checks.class_health.monitor import ClassHealth
 from prepwatch.context import Context
 
 torch.set_num_threads(1)
@@ -475,10 +475,10 @@ def test_through_the_watch(watch):
 
     ch = watch.class_health(num_classes=3, class_names=["cat", "dog", "eel"], flush_every_steps=1)
     assert watch.class_health() is ch
-    watch.train_predictions(torch.tensor([[5.0, 0, 0], [0, 0, 5.0]]), torch.tensor([0, 1]))
-    watch.eval_predictions(torch.tensor([[5.0, 0, 0], [0, 5.0, 0]]), torch.tensor([0, 1]))
-    watch.report_augmentation(cutout=0.5)
-    watch.train_predictions(torch.tensor([[5.0, 0, 0]]), torch.tensor([0]))
+    watch.class_health().train_predictions(torch.tensor([[5.0, 0, 0], [0, 0, 5.0]]), torch.tensor([0, 1]))
+    watch.class_health().eval_predictions(torch.tensor([[5.0, 0, 0], [0, 5.0, 0]]), torch.tensor([0, 1]))
+    watch.class_health().report_augmentation(cutout=0.5)
+    watch.class_health().train_predictions(torch.tensor([[5.0, 0, 0]]), torch.tensor([0]))
     got = http_scrape(watch.url)
     assert value(got, "prepwatch_class_recall_ratio", split="eval", **{"class": "dog"}) == 1.0
     assert value(got, "prepwatch_class_recall_ratio", split="train", **{"class": "dog"}) == 0.0
@@ -505,7 +505,7 @@ class _Copy:
 def test_async_copies_are_folded_in_order_and_never_waited_for():
     from collections import deque
 
-    from prepwatch.checks.class_counts import DeviceCounts, drain
+    from prepwatch.checks.class_health.counts import DeviceCounts, drain
 
     delivered = []
     counts = DeviceCounts("eval", 2, torch.device("cpu"), None, lambda *a: None, lambda item: None, 50, 10)
@@ -558,7 +558,7 @@ def test_no_device_sync_on_cuda_steps_and_flushes():
 
 def test_cardinality_guard_keeps_room_for_the_worst_and_promotes_the_rarest_first():
     """A long tail with more rare classes than series: not the lowest indices, the rarest."""
-    from prepwatch.checks.class_export import Selection
+    from prepwatch.checks.class_health.export import Selection
 
     c, cap, worst_k = 60, 10, 3
     samples = np.full(c, 500, dtype=np.int64)

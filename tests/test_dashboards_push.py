@@ -21,7 +21,7 @@ import pytest
 from runbook_links import ROOT
 
 from prepwatch.cli.main import main
-from prepwatch.grafana_push import default_dashboards_dir, folder_uid_for
+from prepwatch.tools.grafana_push import default_dashboards_dir, folder_uid_for
 
 TOKEN = "glsa_test_token"
 BASIC = ("admin", "s3cret")

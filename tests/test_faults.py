@@ -62,8 +62,8 @@ def test_a_hundred_thousand_distinct_classes_stay_bounded_on_the_endpoint(watch,
     health = watch.class_health(num_classes=100_000, max_classes=1000)
     for _ in range(20):
         labels = torch.randint(0, 100_000, (512,))
-        watch.train_predictions(torch.randint(0, 100_000, (512,)), labels)
-        watch.eval_predictions(torch.randint(0, 100_000, (512,)), labels)
+        watch.class_health().train_predictions(torch.randint(0, 100_000, (512,)), labels)
+        watch.class_health().eval_predictions(torch.randint(0, 100_000, (512,)), labels)
     health.flush()
     s = scrape(watch.url)
     classes = {dict(k[1]).get("class") for k in s if k[0] == "prepwatch_class_samples_total"}
@@ -75,8 +75,8 @@ def test_a_hundred_thousand_distinct_classes_stay_bounded_on_the_endpoint(watch,
 def test_nan_and_inf_predictions_do_not_reach_the_loop(watch):
     logits = torch.full((8, 10), float("nan"))
     logits[1] = float("inf")
-    watch.train_predictions(logits, torch.arange(8))
-    watch.train_predictions(torch.empty(0, 10), torch.empty(0, dtype=torch.long))
+    watch.class_health().train_predictions(logits, torch.arange(8))
+    watch.class_health().train_predictions(torch.empty(0, 10), torch.empty(0, dtype=torch.long))
     watch.class_health().flush()
     s = scrape(watch.url)
     assert value(s, "prepwatch_class_samples_total", split="train") == 8

@@ -15,8 +15,9 @@ import torch
 from helpers import scrape, value
 from torch.utils.data import DataLoader, Dataset
 
-from prepwatch.sources import io as pw_io
-from prepwatch.sources.io import CountingFile, instrument_open, mark_internal_thread, timed_open
+from prepwatch.hooks import open_hook as pw_io
+from prepwatch.hooks.open_hook import CountingFile, instrument_open, timed_open
+from prepwatch.internal_threads import mark_internal_thread
 
 ORIGINAL_OPEN = builtins.open
 

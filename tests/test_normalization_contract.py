@@ -11,8 +11,8 @@ import torch
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from prepwatch.checks.norm_faults import MISTAKES, correct
-from prepwatch.checks.normalization import (
+from prepwatch.checks.inputs.faults import MISTAKES, correct
+from prepwatch.checks.inputs.monitor import (
     Declared,
     InputContract,
     InputMonitor,

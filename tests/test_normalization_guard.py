@@ -9,9 +9,9 @@ import torch
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from prepwatch.checks.norm_faults import MISTAKES, correct
-from prepwatch.checks.normalization import (
-    KINDS,
+from prepwatch.checks.inputs.faults import MISTAKES, correct
+from prepwatch.checks.inputs.monitor import (
+    VIOLATION_KINDS,
     Declared,
     InputContractError,
     InputMonitor,
@@ -59,7 +59,7 @@ def _violations(ctx: Context) -> dict[str, float]:
 def test_count_mode_and_metrics(contract, batch) -> None:
     ctx = Context.create()
     monitor = InputMonitor(ctx, contract=contract)
-    assert _violations(ctx) == dict.fromkeys(KINDS, 0.0)  # pre-created
+    assert _violations(ctx) == dict.fromkeys(VIOLATION_KINDS, 0.0)  # pre-created
     assert monitor.guard(correct(batch, DECLARED)).ok
     result = monitor.guard(MISTAKES["served_0_1"].make(batch, DECLARED))
     assert (result.ok, result.kinds, result.cause, result.explanation) == (

@@ -12,8 +12,8 @@ import io
 import pytest
 import torch
 
-from prepwatch.checks.norm_faults import correct
-from prepwatch.checks.normalization import (
+from prepwatch.checks.inputs.faults import correct
+from prepwatch.checks.inputs.monitor import (
     Declared,
     InputContract,
     InputMonitor,

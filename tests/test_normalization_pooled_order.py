@@ -11,8 +11,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from prepwatch.checks.norm_faults import MISTAKES, correct
-from prepwatch.checks.normalization import Declared, InputMonitor
+from prepwatch.checks.inputs.faults import MISTAKES, correct
+from prepwatch.checks.inputs.monitor import Declared, InputMonitor
 from prepwatch.context import Context
 
 torch.set_num_threads(1)

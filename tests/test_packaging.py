@@ -58,7 +58,7 @@ def test_installed_wheel_finds_its_dashboards_outside_a_checkout(wheel: Path, tm
     )
     assert res.returncode == 0, res.stdout + res.stderr
     probe = (
-        "import prepwatch.grafana_push as g; d = g.default_dashboards_dir(); "
+        "import prepwatch.tools.grafana_push as g; d = g.default_dashboards_dir(); "
         "print(g.__file__); print(d); print(len(g.load_dashboards(d)))"
     )
     res = subprocess.run(

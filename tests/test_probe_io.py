@@ -17,8 +17,8 @@ import numpy as np
 import pytest
 
 from prepwatch.cli.main import main as cli_main
-from prepwatch.sources import probe_io
-from prepwatch.sources.probe_io import _resident, probe
+from prepwatch.tools import probe_io
+from prepwatch.tools.probe_io import _resident, probe
 
 
 def make_tree(root, n: int, size: tuple[int, int], folders: int = 4, seed: int = 0) -> list[int]:

@@ -6,7 +6,7 @@ import torch
 from helpers import parse
 from prometheus_client import generate_latest
 
-from prepwatch.checks.class_health import ClassHealth
+from prepwatch.checks.class_health.monitor import ClassHealth
 from prepwatch.context import Context
 from prepwatch.exporter.text import encode_text
 from prepwatch.metrics import STEP_BUCKETS

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 import torch
 
-from prepwatch.checks.video_clips import brightness_ramp, moving_object_clip, textured_clip
-from prepwatch.checks.video_consistency import DEFAULT_THRESHOLD, clip_consistency
+from prepwatch.checks.clips.consistency import DEFAULT_THRESHOLD, clip_consistency
+from prepwatch.checks.clips.synthetic import brightness_ramp, moving_object_clip, textured_clip
 from prepwatch.demo.geometry_transforms import clip_jitter
 
 torch.set_num_threads(1)

@@ -10,8 +10,8 @@ import torch
 from helpers import parse
 from prometheus_client import generate_latest
 
-from prepwatch.checks.video import ClipMonitor
-from prepwatch.checks.video_clips import brightness_ramp, moving_object_clip
+from prepwatch.checks.clips.monitor import ClipMonitor
+from prepwatch.checks.clips.synthetic import brightness_ramp, moving_object_clip
 from prepwatch.context import Context
 from prepwatch.demo.geometry_transforms import clip_jitter
 from prepwatch.identity import Identity

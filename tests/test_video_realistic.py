@@ -16,9 +16,9 @@ import torch.nn.functional as F
 from helpers import parse
 from prometheus_client import generate_latest
 
-from prepwatch.checks.video import ClipMonitor
-from prepwatch.checks.video_clips import textured_clip
-from prepwatch.checks.video_consistency import DEFAULT_THRESHOLD, clip_consistency
+from prepwatch.checks.clips.consistency import DEFAULT_THRESHOLD, clip_consistency
+from prepwatch.checks.clips.monitor import ClipMonitor
+from prepwatch.checks.clips.synthetic import textured_clip
 from prepwatch.context import Context
 from prepwatch.identity import Identity
 from prepwatch.watch import Watch

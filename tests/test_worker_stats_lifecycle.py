@@ -15,7 +15,7 @@ from helpers import scrape, value
 from torch.utils.data import DataLoader, Dataset
 
 import prepwatch
-from prepwatch.hooks import worker_stats
+from prepwatch.hooks import worker_recorder
 
 FETCH_COUNT = "prepwatch_sample_fetch_seconds_count"
 
@@ -105,11 +105,11 @@ class RecorderProbe(Dataset):
     def __getitem__(self, i: int) -> bool:
         with prepwatch.stage("read"):
             pass
-        return worker_stats.recorder() is not None
+        return worker_recorder.recorder() is not None
 
 
 def test_forked_workers_of_an_unwatched_loader_record_nothing(watch):
-    assert worker_stats.recorder() is watch.worker_stats.main_recorder
+    assert worker_recorder.recorder() is watch.worker_stats.main_recorder
     plain = DataLoader(RecorderProbe(), batch_size=None, num_workers=1, multiprocessing_context="fork")
     assert list(plain) == [False] * 4  # not the inherited copy of the main process' row
     # an attached loader's workers still get their own row after the reset at fork

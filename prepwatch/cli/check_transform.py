@@ -12,9 +12,9 @@ from typing import Any
 
 import numpy as np
 
-from prepwatch.checks.alignment import ProbeReport, TrialResult, check_transform
-from prepwatch.checks.box_format import FORMATS, NORMALIZED_FORMATS
-from prepwatch.checks.geometry_adapters import CALLS, IMAGE_KINDS
+from prepwatch.checks.boxes.adapters import CALLS, IMAGE_KINDS
+from prepwatch.checks.boxes.alignment import ProbeReport, TrialResult, check_transform
+from prepwatch.checks.boxes.formats import FORMATS, NORMALIZED_FORMATS
 
 EXIT_ALIGNED, EXIT_MISALIGNED, EXIT_INCONCLUSIVE = 0, 1, 3
 
@@ -197,7 +197,7 @@ def format_text(report: ProbeReport, args: argparse.Namespace, image: Path | Non
 
 def draw_worst(report: ProbeReport, path: Path, k: int) -> Path | None:
     """Draw the worst trials (input, output) side by side; None without Pillow."""
-    from prepwatch.checks.overlays import Panel, pillow_available, render_grid, save_png, to_display
+    from prepwatch.checks.boxes.overlays import Panel, pillow_available, render_grid, save_png, to_display
 
     if not pillow_available():
         print("prepwatch: Pillow is not installed; no report image (pip install "
@@ -231,7 +231,7 @@ def draw_worst(report: ProbeReport, path: Path, k: int) -> Path | None:
 
 def _zoom(image: np.ndarray, boxes: list, colors: list, caption: str) -> Any:
     """The region around the boxes, so a one-pixel offset is visible."""
-    from prepwatch.checks.overlays import Panel
+    from prepwatch.checks.boxes.overlays import Panel
 
     h, w = image.shape[:2]
     if not boxes:

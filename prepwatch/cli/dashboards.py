@@ -7,7 +7,7 @@ import os
 import sys
 from pathlib import Path
 
-from prepwatch.grafana_push import (
+from prepwatch.tools.grafana_push import (
     DEFAULT_FOLDER,
     ENV_DASHBOARDS_DIR,
     credential_from,

@@ -6,7 +6,7 @@ import argparse
 import json
 import sys
 
-from prepwatch.sources import probe_io
+from prepwatch.tools import probe_io
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:

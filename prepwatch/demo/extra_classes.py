@@ -26,14 +26,14 @@ class Extra:
             window_seconds=30.0, flush_every_steps=20,
         )
         augmentation = getattr(args, "augmentation", None) or DEMO_AUGMENTATION
-        watch.report_augmentation(**augmentation)
+        watch.class_health().report_augmentation(**augmentation)
 
     def on_train_step(self, step: int, images: torch.Tensor, labels: torch.Tensor,
                       logits: torch.Tensor) -> None:
-        self.watch.train_predictions(logits, labels)
+        self.watch.class_health().train_predictions(logits, labels)
 
     def on_eval(self, images: torch.Tensor, labels: torch.Tensor, logits: torch.Tensor) -> None:
-        self.watch.eval_predictions(logits, labels)
+        self.watch.class_health().eval_predictions(logits, labels)
 
     def close(self) -> None:
         self.health.close()

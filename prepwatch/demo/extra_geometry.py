@@ -14,8 +14,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from prepwatch.checks.geometry_adapters import is_tv_transform
-from prepwatch.checks.video_clips import brightness_ramp, moving_object_clip
+from prepwatch.checks.clips.synthetic import brightness_ramp, moving_object_clip
+from prepwatch.checks.common.transforms import is_tv_transform
 from prepwatch.demo import geometry_transforms as gt
 from prepwatch.demo.geometry_data import CLASS_NAMES, detection_sample
 

@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 
-from prepwatch.checks.normalization import Declared, InputMonitor
+from prepwatch.checks.inputs.monitor import Declared, InputMonitor
 
 REBUILD_GROWTH = 1.5  # rebuild the contract when recordings grew by half since the last
 

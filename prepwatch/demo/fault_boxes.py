@@ -28,7 +28,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-from prepwatch.checks.box_format import iou
+from prepwatch.checks.boxes.formats import iou
 from prepwatch.demo import geometry_transforms as gt
 from prepwatch.demo.geometry_data import CLASS_NAMES, detection_sample
 

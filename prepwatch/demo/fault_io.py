@@ -31,8 +31,8 @@ from torch.utils.data import DataLoader, Dataset
 import prepwatch
 from prepwatch.demo.data import NUM_CLASSES, normalize, render
 from prepwatch.demo.model import small_cnn
-from prepwatch.sources import probe_io
-from prepwatch.sources.io import instrument_open
+from prepwatch.hooks.open_hook import instrument_open
+from prepwatch.tools import probe_io
 
 FILES = 4096
 SIDE = 32

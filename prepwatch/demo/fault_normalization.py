@@ -27,8 +27,8 @@ from typing import Any, Iterable, Iterator
 
 import torch
 
-from prepwatch.checks.norm_faults import MISTAKES
-from prepwatch.checks.normalization import Declared, NormalizedModel
+from prepwatch.checks.inputs.faults import MISTAKES
+from prepwatch.checks.inputs.monitor import Declared, NormalizedModel
 from prepwatch.demo.normalization_scenes import accuracy, make_scenes, train_scene_model
 
 SERVE_BATCH = 64

@@ -207,7 +207,9 @@ def run(
         if ramp_from is not None:
             strength = min(1.0, (progress - ramp_from) / (RAMP_END - RAMP_START))
         if abs(strength - reported) >= 0.05 or (strength == 1.0 and reported != 1.0):
-            watch.report_augmentation(cutout_holes_per_image=HOLES * strength, cutout_hole_px=SPOT)
+            watch.class_health().report_augmentation(
+                cutout_holes_per_image=HOLES * strength, cutout_hole_px=SPOT
+            )
             reported = strength
         for group in optimizer.param_groups:  # cosine decay to 10%: the stripes keep improving
             group["lr"] = LR * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress)))
@@ -217,7 +219,7 @@ def run(
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
-        watch.train_predictions(logits.detach(), labels)
+        watch.class_health().train_predictions(logits.detach(), labels)
         step += 1
         due = (step % eval_every_steps == 0) if eval_every_steps else time.monotonic() >= next_eval
         if due:

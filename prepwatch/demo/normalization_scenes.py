@@ -19,8 +19,8 @@ from typing import Any, Callable, Iterable, Iterator
 import torch
 from torch import nn
 
-from prepwatch.checks.norm_contract import Declared
-from prepwatch.checks.norm_faults import correct
+from prepwatch.checks.inputs.contract import Declared
+from prepwatch.checks.inputs.faults import correct
 
 WARM = (1.0, 0.8, 0.55)
 CLASSES = 10
@@ -205,7 +205,7 @@ def evidence(
 ) -> tuple[float, list[EvidenceRow]]:
     """Clean accuracy, then each known mistake: accuracy of the model fed as a lenient
     server would, and what ``guard(served_batch)`` said about each batch."""
-    from prepwatch.checks.norm_faults import MISTAKES
+    from prepwatch.checks.inputs.faults import MISTAKES
 
     clean = accuracy(model, correct(raw, declared), labels)
     rows = []

@@ -26,8 +26,8 @@ from prometheus_client.exposition import choose_encoder
 
 from prepwatch.exporter.text import CONTENT_TYPE as TEXT_CONTENT_TYPE
 from prepwatch.exporter.text import encode_text
+from prepwatch.internal_threads import mark_internal_thread, unmark_internal_thread
 from prepwatch.metrics.registry import LabelledView
-from prepwatch.sources.io import mark_internal_thread, unmark_internal_thread
 
 log = logging.getLogger("prepwatch")
 

@@ -6,6 +6,7 @@ import time
 from numbers import Integral
 from typing import Any, Callable, Generic, Iterable, Iterator, Optional, TypeVar, Union
 
+from prepwatch.errors import ErrorSink
 from prepwatch.hooks.batch_size import BatchSizer
 from prepwatch.hooks.loop_metrics import RING, LoopMetrics
 from prepwatch.hooks.worker_stats import WorkerStats
@@ -51,6 +52,7 @@ class WatchedLoader(Generic[T]):
         iterable: Iterable[T],
         loop: LoopMetrics,
         worker_stats: WorkerStats,
+        errors: ErrorSink,
         *,
         batch_size: Union[int, Callable[[Any], int], None] = None,
         dataloader: Any = None,
@@ -74,7 +76,7 @@ class WatchedLoader(Generic[T]):
                 )
         self._iterable = iterable
         self._loop = loop
-        self._errors = worker_stats._ctx.errors
+        self._errors = errors
         if callable(batch_size):
             self._sizer: Callable[[Any], int] = batch_size
         else:

@@ -25,9 +25,7 @@ from __future__ import annotations
 
 import os
 import threading
-import time
 import weakref
-from bisect import bisect_left
 from collections import deque
 from typing import Any, Callable, Iterator, Optional
 
@@ -36,15 +34,19 @@ from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, M
 from prometheus_client.utils import floatToGoString
 
 from prepwatch.context import Context
+from prepwatch.hooks.dataset_timing import instrument_dataset
+from prepwatch.hooks.open_hook import instrument_open, open_hook_active
+from prepwatch.hooks.worker_recorder import (
+    FILE_OPEN_SLOT,
+    HIST_SLOTS,
+    ROW,
+    STAGES,
+    WIDTH,
+    Recorder,
+    recorder,
+    set_recorder,
+)
 from prepwatch.metrics import FETCH_BUCKETS, IO_BUCKETS
-
-STAGES = ("total", "read", "decode", "transform", "other")
-HIST_SLOTS = [(f"fetch:{s}", FETCH_BUCKETS) for s in STAGES] + [("file_open", IO_BUCKETS)]
-SLOT_INDEX = {name: i for i, (name, _) in enumerate(HIST_SLOTS)}
-FILE_OPEN_SLOT = SLOT_INDEX["file_open"]
-COUNTERS = ("file_opens", "read_bytes", "errors")
-WIDTH = max(len(b) for _, b in HIST_SLOTS) + 2  # bucket counts, +Inf, then the sum
-ROW = len(HIST_SLOTS) * WIDTH + len(COUNTERS)
 
 
 def _new_rows(n: int, shared: bool) -> tuple[Any, np.ndarray]:
@@ -56,181 +58,6 @@ def _new_rows(n: int, shared: bool) -> tuple[Any, np.ndarray]:
     array = np.zeros((n, ROW), dtype=np.float64)
     return None, array
 
-
-class Recorder:
-    """Writes timings of one process into one row. Single writer per row.
-
-    Writes go through a flat ``memoryview`` of the row: indexing it costs half of
-    numpy scalar indexing, which matters for per-open and per-sample timings.
-    """
-
-    __slots__ = ("_mv", "_bounds", "_counters")
-
-    def __init__(self, row: np.ndarray) -> None:
-        self._mv = memoryview(np.ascontiguousarray(row)).cast("B").cast("d")
-        if not np.shares_memory(row, np.frombuffer(self._mv, dtype=np.float64)):
-            raise ValueError("Recorder needs a contiguous row to write into")
-        self._bounds = [b for _, b in HIST_SLOTS]
-        self._counters = len(HIST_SLOTS) * WIDTH
-
-    def observe(self, slot: int, seconds: float, n: int = 1) -> None:
-        base = slot * WIDTH
-        mv = self._mv
-        mv[base + bisect_left(self._bounds[slot], seconds)] += n
-        mv[base + WIDTH - 1] += seconds * n
-
-    def fetch(self, stage: str, seconds: float, n: int = 1) -> None:
-        """Per-sample time of one stage (read, decode, transform, total, other)."""
-        slot = SLOT_INDEX.get("fetch:" + stage)
-        self.observe(SLOT_INDEX["fetch:other"] if slot is None else slot, seconds, n)
-
-    def file_open(self, seconds: float) -> None:
-        mv = self._mv
-        base = FILE_OPEN_SLOT * WIDTH
-        mv[base + bisect_left(IO_BUCKETS, seconds)] += 1
-        mv[base + WIDTH - 1] += seconds
-        mv[self._counters] += 1
-
-    def read_bytes(self, n: int) -> None:
-        self._mv[self._counters + 1] += n
-
-    def error(self) -> None:
-        self._mv[self._counters + 2] += 1
-
-
-_current: Optional[Recorder] = None
-_nested = threading.local()
-
-
-def recorder() -> Optional[Recorder]:
-    """The recorder of this process: a worker's row, the main process' row, or None."""
-    return _current
-
-
-def _set_recorder(rec: Optional[Recorder]) -> None:
-    global _current
-    _current = rec
-
-
-def _forget_recorder_in_child() -> None:
-    # A forked child inherits the parent's recorder: the main process' private row (a
-    # copy-on-write duplicate nobody reads) or, in a worker that forks, a shared row that
-    # then has two writers. Record nothing instead; an attached DataLoader worker sets
-    # its own row in WorkerInit, which runs after the fork.
-    _set_recorder(None)
-
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_forget_recorder_in_child)
-
-
-class stage:
-    """Time a stage of per-sample work inside dataset code::
-
-        with prepwatch.stage("decode"):
-            image = decode(raw)
-
-    Works in workers and in the main process; a no-op when prepwatch is not active.
-    """
-
-    __slots__ = ("_name", "_t0")
-
-    def __init__(self, name: str) -> None:
-        self._name = name
-        self._t0 = 0.0
-
-    def __enter__(self) -> stage:
-        self._t0 = time.perf_counter()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        rec = _current
-        if rec is not None:
-            try:
-                rec.fetch(self._name, time.perf_counter() - self._t0)
-            except Exception:
-                pass
-
-
-# -- dataset instrumentation (runs inside a worker, on the worker's copy) ------------------
-
-
-def _timed_getitem(orig: Callable[..., Any]) -> Callable[..., Any]:
-    def __getitem__(self: Any, index: Any) -> Any:
-        rec = _current
-        if rec is None or getattr(_nested, "on", False):
-            return orig(self, index)
-        t0 = time.perf_counter()
-        _nested.on = True
-        try:
-            return orig(self, index)
-        finally:
-            _nested.on = False
-            rec.observe(0, time.perf_counter() - t0)
-
-    return __getitem__
-
-
-def _timed_getitems(orig: Callable[..., Any]) -> Callable[..., Any]:
-    def __getitems__(self: Any, indices: Any) -> Any:
-        rec = _current
-        if rec is None or getattr(_nested, "on", False):
-            return orig(self, indices)
-        t0 = time.perf_counter()
-        _nested.on = True
-        try:
-            return orig(self, indices)
-        finally:
-            _nested.on = False
-            n = max(len(indices), 1)
-            rec.observe(0, (time.perf_counter() - t0) / n, n)
-
-    return __getitems__
-
-
-def _timed_iter(orig: Callable[..., Any]) -> Callable[..., Any]:
-    def __iter__(self: Any) -> Iterator[Any]:
-        it = orig(self)
-        clock = time.perf_counter
-        while True:
-            t0 = clock()
-            try:
-                item = next(it)
-            except StopIteration:
-                return
-            rec = _current
-            if rec is not None:
-                rec.observe(0, clock() - t0)
-            yield item
-
-    return __iter__
-
-
-def instrument_dataset(dataset: Any) -> bool:
-    """Give this (worker-local) dataset object a subclass whose fetch methods are timed.
-
-    Swapping ``__class__`` only touches the worker's copy of the dataset; the user's
-    object in the main process is never modified. Returns False when the class
-    cannot be swapped (C types, __slots__ layouts): timings then come only from
-    explicit ``prepwatch.stage`` blocks.
-    """
-    cls = type(dataset)
-    if getattr(cls, "_prepwatch_timed", False):
-        return True
-    from torch.utils.data import IterableDataset
-
-    namespace: dict[str, Any] = {"_prepwatch_timed": True, "__module__": cls.__module__}
-    if isinstance(dataset, IterableDataset):
-        namespace["__iter__"] = _timed_iter(cls.__iter__)
-    else:
-        namespace["__getitem__"] = _timed_getitem(cls.__getitem__)
-        if hasattr(cls, "__getitems__"):
-            namespace["__getitems__"] = _timed_getitems(cls.__getitems__)
-    try:
-        dataset.__class__ = type(cls.__name__, (cls,), namespace)
-    except TypeError:
-        return False
-    return True
 
 
 class WorkerInit:
@@ -252,7 +79,7 @@ class WorkerInit:
         try:
             rows = self.shared.numpy().reshape(-1, ROW)
             rec = Recorder(rows[worker_id % rows.shape[0]])
-            _set_recorder(rec)
+            set_recorder(rec)
             if self.time_samples:
                 from torch.utils.data import get_worker_info
 
@@ -261,13 +88,11 @@ class WorkerInit:
                     rec.error()
             if self.instrument_open:
                 # fork inherits the parent's open hook; spawn/forkserver workers need it here
-                from prepwatch.sources.io import instrument_open, open_hook_active
-
                 if not open_hook_active():
                     instrument_open()
         except Exception:
             # Never fail the worker; the error count reaches the exporter through the row.
-            rec = _current
+            rec = recorder()
             if rec is not None:
                 rec.error()
         if self.user_fn is not None:
@@ -321,7 +146,7 @@ class WorkerStats:
 
     def activate(self) -> None:
         """Make this process' stage timers and IO hooks record into the main row."""
-        _set_recorder(self.main_recorder)
+        set_recorder(self.main_recorder)
 
     def attach(self, dataloader: Any, time_samples: bool = True) -> bool:
         """Install the worker hook on a DataLoader with workers. Idempotent.
@@ -337,8 +162,6 @@ class WorkerStats:
             return True
         running = _workers_running(dataloader)
         shared, rows = _new_rows(int(dataloader.num_workers), shared=True)
-        from prepwatch.sources.io import open_hook_active
-
         init = WorkerInit(current, shared, time_samples, open_hook_active())
         dataloader.worker_init_fn = init
         # The table outlives the DataLoader as long as an iterator (and its workers) does.

@@ -8,7 +8,7 @@ does not provide) switches itself off with one log line and a 0 on its
 ``*_available`` gauge. What each source exports: docs/sources.md.
 
 IO inside DataLoader workers is not sampled here: it is timed where it happens, see
-:mod:`prepwatch.sources.io`.
+:mod:`prepwatch.hooks.open_hook`.
 """
 
 from __future__ import annotations
@@ -19,14 +19,9 @@ import time
 from typing import Any, Callable, Optional, Sequence
 
 from prepwatch.context import Context
+from prepwatch.internal_threads import mark_internal_thread, unmark_internal_thread
 from prepwatch.sources.gpu import GpuSampler
 from prepwatch.sources.host import HostSampler, ProcessSampler, ProcessTree
-from prepwatch.sources.io import (
-    instrument_open,
-    mark_internal_thread,
-    timed_open,
-    unmark_internal_thread,
-)
 
 log = logging.getLogger("prepwatch")
 
@@ -36,9 +31,7 @@ __all__ = [
     "ProcessSampler",
     "ProcessTree",
     "SamplerLoop",
-    "instrument_open",
     "start_sources",
-    "timed_open",
 ]
 
 

@@ -29,7 +29,7 @@ shows: a crop of a panning or moving scene holds other content than the whole ra
 and the whole frame's statistics drift against the crop's from frame to frame (on a
 panning camera with one consistent crop that drift measured 0.03-0.15, read as jitter).
 So the region the output shows is located in raw frame 0 (normalized cross-correlation
-of luma over crop sizes, positions and flips, :mod:`prepwatch.checks.video_locate`;
+of luma over crop sizes, positions and flips, :mod:`prepwatch.checks.clips.locate`;
 blind to gain and offset, so the photometric change under test does not move it), the
 same region of every raw frame is resized to the output's size, and the statistics are
 compared on that. A consistent geometric augmentation takes the same region of every
@@ -62,7 +62,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from prepwatch.checks.video_locate import crop_resample, frame_correlations, locate
+from prepwatch.checks.clips.locate import crop_resample, frame_correlations, locate
 
 DEFAULT_THRESHOLD = 0.03
 # Statistics of a cropped frame wobble with what the crop happens to contain: on the

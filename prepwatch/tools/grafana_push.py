@@ -43,8 +43,8 @@ def default_dashboards_dir() -> Path:
     env = os.environ.get(ENV_DASHBOARDS_DIR)
     if env:
         return Path(env)
-    here = Path(__file__).resolve().parent
-    for candidate in (here / "dashboards", here.parent / "dashboards"):
+    package = Path(__file__).resolve().parent.parent
+    for candidate in (package / "dashboards", package.parent / "dashboards"):
         if candidate.is_dir() and any(candidate.glob("*.json")):
             return candidate
     raise FileNotFoundError(

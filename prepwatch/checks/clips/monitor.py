@@ -17,7 +17,7 @@ Measuring a clip takes 15-25 ms (30-40 ms when a crop must be located first), so
 observed clips and probes each take at most ``budget`` (default 1%) of wall time,
 whatever the cadence asks for.
 
-What is measured is explained in :mod:`prepwatch.checks.video_consistency`.
+What is measured is explained in :mod:`prepwatch.checks.clips.consistency`.
 
 Errors. Options are checked at set-up. The first ``observe`` call checks the layout: a
 batch that is plainly (N, C, T, H, W) under the default layout (dimension 1 is 1 or 3,
@@ -46,15 +46,15 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from prepwatch.checks.geometry_adapters import is_tv_transform
-from prepwatch.checks.geometry_rng import isolated_rng
-from prepwatch.checks.video_clips import brightness_ramp, textured_clip
-from prepwatch.checks.video_consistency import (
+from prepwatch.checks.clips.consistency import (
     DEFAULT_THRESHOLD,
     ClipReport,
     clip_consistency,
     wrong_layout,
 )
+from prepwatch.checks.clips.synthetic import brightness_ramp, textured_clip
+from prepwatch.checks.common.rng import isolated_rng
+from prepwatch.checks.common.transforms import is_tv_transform
 from prepwatch.context import Context
 
 JITTER_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.02, 0.03, 0.05, 0.1, 0.2, 0.5, 1.0)

@@ -43,16 +43,16 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 import torch
 
-from prepwatch.checks.norm_capture import Recorder, infer_layout
-from prepwatch.checks.norm_contract import Declared, InputContract, contract_path
-from prepwatch.checks.norm_guard import GuardResult, diagnose
-from prepwatch.checks.norm_model import NormalizedModel
-from prepwatch.checks.norm_stats import KINDS, ImageStats
+from prepwatch.checks.inputs.capture import InputRecorder, infer_layout
+from prepwatch.checks.inputs.contract import Declared, InputContract, contract_path
+from prepwatch.checks.inputs.guard import GuardResult, diagnose
+from prepwatch.checks.inputs.model import NormalizedModel
+from prepwatch.checks.inputs.stats import VIOLATION_KINDS, ImageStats
 from prepwatch.context import Context
 from prepwatch.metrics import FETCH_BUCKETS, sanitize_label_value
 
 __all__ = [
-    "KINDS",
+    "VIOLATION_KINDS",
     "Declared",
     "GuardResult",
     "InputContract",
@@ -200,7 +200,7 @@ class InputMonitor:
             "prepwatch_input_contract_violations_total",
             "Checked batches that broke the input contract, by likely cause.", ["kind"],
         )
-        self._violations = {kind: violations.labels(kind) for kind in KINDS}
+        self._violations = {kind: violations.labels(kind) for kind in VIOLATION_KINDS}
         self._checked = r.counter(
             "prepwatch_input_batches_checked_total", "Batches checked against the input contract."
         ).labels()
@@ -231,7 +231,7 @@ class InputMonitor:
 
         self._train = _StageGauges(self, "train")
         self._serve = _StageGauges(self, "serve")
-        self._recorder = Recorder(
+        self._recorder = InputRecorder(
             layout=layout, images_per_sample=images_per_sample, max_images=max_images,
             seed=seed, report=lambda exc: ctx.errors.report(COMPONENT, exc),
             on_batch=self._on_recorded,
@@ -402,6 +402,6 @@ def _declared(value: Any) -> Declared | None:
     if hasattr(value, "transforms") or type(value).__name__ == "Normalize":
         return Declared.from_transform(value)
     raise TypeError(
-        "declared= takes prepwatch.checks.normalization.Declared(mean, std, ...), a dict "
+        "declared= takes prepwatch.checks.inputs.monitor.Declared(mean, std, ...), a dict "
         f"with mean/std, or a torchvision Compose; got {type(value).__name__}"
     )

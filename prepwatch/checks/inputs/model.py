@@ -15,7 +15,7 @@ from typing import Any, Mapping
 import torch
 from torch import nn
 
-from prepwatch.checks.norm_contract import BUFFER_NAME, Declared, InputContract
+from prepwatch.checks.inputs.contract import BUFFER_NAME, Declared, InputContract
 
 
 class NormalizedModel(nn.Module):

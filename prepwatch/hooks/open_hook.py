@@ -35,10 +35,11 @@ import threading
 import time
 from typing import Any, Optional
 
-from prepwatch.hooks import worker_stats as _ws
+from prepwatch.hooks import worker_recorder as _wr
+from prepwatch.internal_threads import _get_ident, _internal_threads
 
 _clock = time.perf_counter
-_recorder = _ws.recorder
+_recorder = _wr.recorder
 _bare_open = io.open  # the real open, whatever is patched later
 
 
@@ -144,21 +145,6 @@ def timed_open(
     if "r" in mode and "+" not in mode:
         return CountingFile(f, rec)
     return f
-
-
-_internal_threads: set[int] = set()
-_get_ident = threading.get_ident
-
-
-def mark_internal_thread() -> None:
-    """Call in prepwatch's own threads: the open hook then ignores their opens (psutil
-    reading /proc, the exporter serving artifacts), which are not the dataset's."""
-    _internal_threads.add(_get_ident())
-
-
-def unmark_internal_thread() -> None:
-    """Call when such a thread ends (thread ids are reused)."""
-    _internal_threads.discard(_get_ident())
 
 
 def _hooked_open(file: Any, mode: str = "r", *args: Any, **kwargs: Any) -> Any:

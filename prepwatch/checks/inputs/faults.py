@@ -15,8 +15,8 @@ from typing import Callable
 
 import torch
 
-from prepwatch.checks.norm_contract import Declared
-from prepwatch.checks.norm_hypotheses import IMAGENET_MEAN, IMAGENET_STD
+from prepwatch.checks.inputs.contract import Declared
+from prepwatch.checks.inputs.hypotheses import IMAGENET_MEAN, IMAGENET_STD
 
 
 def _ms(declared: Declared, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from prepwatch._version import __version__
-from prepwatch.checks.norm_hypotheses import (
+from prepwatch.checks.inputs.hypotheses import (
     PER_IMAGE_EPS,
     Hypothesis,
     false_alarm_batch_size,
@@ -33,14 +33,14 @@ from prepwatch.checks.norm_hypotheses import (
     images_inside,
     per_image_signatures,
 )
-from prepwatch.checks.norm_stats import FLOAT_DTYPES, ImageStats
+from prepwatch.checks.inputs.stats import FLOAT_DTYPES, ImageStats
 
 FORMAT = "prepwatch.input-contract"
 VERSION = 1
 # Per-batch false-alarm target of every statistical call the guard makes: one in a
 # million checked batches when images within a batch are independent.
 FALSE_ALARM_TARGET = 1e-6
-# Pooled channel-order test (see _channel_order): a batch is judged once its expected mean
+# Pooled channel-order test (see _channel_order_evidence): a batch is judged once its expected mean
 # chromaticity lies POOLED_SEPARATION standard errors from zero, and called swapped or
 # confirmed when its mean lies POOLED_CALL standard errors on one side: a correctly served
 # batch is called swapped with p = Phi(-(4 + 2)) ~ 1e-9, a swapped one is missed with
@@ -339,7 +339,7 @@ class InputContract:
             }
         order: dict[str, Any] | None = None
         if c == 3:
-            order = _channel_order(chromaticity(stats.mean * s + m))
+            order = _channel_order_evidence(chromaticity(stats.mean * s + m))
 
         names = list(channel_names) if channel_names else None
         if names is None:
@@ -488,7 +488,7 @@ def chromaticity(raw_means: np.ndarray, pair: Sequence[int] = (0, 2)) -> np.ndar
     return (raw_means[:, i] - raw_means[:, j]) / total
 
 
-def _channel_order(d: np.ndarray) -> dict[str, Any]:
+def _channel_order_evidence(d: np.ndarray) -> dict[str, Any]:
     """Can RGB be told from BGR, and on which images?
 
     ``d`` is each training image's chromaticity (see :func:`chromaticity`); a swap

@@ -46,10 +46,10 @@ from typing import Any, Iterator, Mapping, Optional, Sequence, Union
 import numpy as np
 import torch
 
-from prepwatch.checks.class_counts import DeviceCounts, Pending, drain, to_indices
-from prepwatch.checks.class_export import Renderer, Selection, SplitView, View
-from prepwatch.checks.class_rare import RareRule
-from prepwatch.checks.class_stats import SplitStats
+from prepwatch.checks.class_health.counts import DeviceCounts, Pending, drain, to_indices
+from prepwatch.checks.class_health.export import Renderer, Selection, SplitView, View
+from prepwatch.checks.class_health.rare import RareRule
+from prepwatch.checks.class_health.stats import SplitStats
 from prepwatch.context import Context
 from prepwatch.metrics.labels import sanitize_label_value
 

@@ -28,7 +28,7 @@ How evidence and box are compared, and why the tolerances are what they are
   most 1.0 px per edge measured at scale 1 (1.5 px after a 2x upscale), so the tolerance
   is ``ROTATED_EDGE_PX`` = 1.5 px times the upscaling. The per-box IoU floor is the IoU
   of the box with every edge moved in by that tolerance
-  (:func:`prepwatch.checks.box_format.shrink_iou`): a 16 px box may reach 0.66, a 60 px
+  (:func:`prepwatch.checks.boxes.formats.shrink_iou`): a 16 px box may reach 0.66, a 60 px
   box 0.90. The region's centroid, which interpolation preserves (measured within
   0.08 px bilinear, 0.27 px nearest), must also sit at the box centre (a parallelogram's
   centroid is the centre of its enclosing box) within ``CENTROID_TOLERANCE_PX`` = 2 px;
@@ -54,7 +54,8 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from prepwatch.checks.box_format import (
+from prepwatch.checks.boxes.adapters import ProbeInput, ProbeOutput, TransformAdapter
+from prepwatch.checks.boxes.formats import (
     BOUNDS_TOLERANCE_PX,
     OUTCOMES,
     check_format,
@@ -64,11 +65,10 @@ from prepwatch.checks.box_format import (
     pixel_format,
     shrink_iou,
 )
-from prepwatch.checks.geometry_adapters import ProbeInput, ProbeOutput, TransformAdapter
-from prepwatch.checks.geometry_rng import isolated_rng
+from prepwatch.checks.common.rng import isolated_rng
 
 RESULTS = ("aligned", "misaligned", "inconclusive")
-KINDS = ("iou", "offset", "out_of_bounds", "foreign", "phantom")
+MISALIGNMENT_KINDS = ("iou", "offset", "out_of_bounds", "foreign", "phantom")
 
 EDGE_TOLERANCE_PX = 0.5
 NEAREST_EXTRA_PX = 1.0
@@ -430,7 +430,7 @@ class ProbeReport:
         return self.misaligned == 0 and self.inconclusive * 2 <= len(self.trials)
 
     def kinds(self) -> dict[str, int]:
-        out = dict.fromkeys(KINDS, 0)
+        out = dict.fromkeys(MISALIGNMENT_KINDS, 0)
         for t in self.trials:
             if t.kind:
                 out[t.kind] += 1
@@ -567,7 +567,7 @@ def check_transform(
 
 __all__ = [
     "BOUNDS_TOLERANCE_PX",
-    "KINDS",
+    "MISALIGNMENT_KINDS",
     "RESULTS",
     "Evidence",
     "Probe",

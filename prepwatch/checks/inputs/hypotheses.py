@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from prepwatch.checks.norm_stats import ImageStats
+from prepwatch.checks.inputs.stats import ImageStats
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)

@@ -3,7 +3,7 @@
 Order of the checks, cheapest and most certain first:
 
 1. ``dtype`` and ``layout``: read off the tensor, no pixels touched.
-2. Statistics on the pixel grid (see :mod:`prepwatch.checks.norm_stats`).
+2. Statistics on the pixel grid (see :mod:`prepwatch.checks.inputs.stats`).
 3. ``per_image``: every image carries the fingerprint of per-image scaling, in a
    batch big enough that correctly served images would not all do so by chance.
 4. The affine mistakes (``scale_255``, ``double_scaled``, ``range``), two ways:
@@ -34,8 +34,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from prepwatch.checks.norm_contract import POOLED_CALL, InputContract, chromaticity
-from prepwatch.checks.norm_hypotheses import (
+from prepwatch.checks.inputs.contract import POOLED_CALL, InputContract, chromaticity
+from prepwatch.checks.inputs.hypotheses import (
     PER_IMAGE_DESCRIPTIONS,
     Hypothesis,
     coverage_gap,
@@ -43,9 +43,9 @@ from prepwatch.checks.norm_hypotheses import (
     per_image_signatures,
     raw_extremes,
 )
-from prepwatch.checks.norm_stats import (
+from prepwatch.checks.inputs.stats import (
     FLOAT_DTYPES,
-    KINDS,
+    VIOLATION_KINDS,
     ImageStats,
     dtype_name,
     fraction_outside,
@@ -98,7 +98,7 @@ def _layout_view(x: torch.Tensor, contract: InputContract) -> tuple[torch.Tensor
 
 
 def _ordered(kinds: list[str]) -> tuple[str, ...]:
-    return tuple(sorted(set(kinds), key=KINDS.index))
+    return tuple(sorted(set(kinds), key=VIOLATION_KINDS.index))
 
 
 def diagnose(contract: InputContract, x: torch.Tensor) -> GuardResult:
@@ -134,7 +134,7 @@ def diagnose(contract: InputContract, x: torch.Tensor) -> GuardResult:
             return _result(kinds, notes, sig, "unchecked", n, stats)
 
     frame, explanation = _affine(contract, stats, xs, kinds, notes)
-    order = _channel_order(contract, stats, frame, kinds, notes)
+    order = _judge_channel_order(contract, stats, frame, kinds, notes)
     return _result(kinds, notes, explanation, order, n, stats)
 
 
@@ -197,7 +197,7 @@ def _affine(
     return best, best.name
 
 
-def _channel_order(
+def _judge_channel_order(
     contract: InputContract, stats: ImageStats, frame: Hypothesis | None,
     kinds: list[str], notes: list[str],
 ) -> str:

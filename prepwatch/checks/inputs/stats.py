@@ -22,7 +22,7 @@ import torch
 # that the check on a 224x224 image reads ~1/9 of it.
 TARGET_PIXELS = 4096
 
-KINDS = ("scale_255", "double_scaled", "range", "channel_order", "per_image", "dtype", "layout")
+VIOLATION_KINDS = ("scale_255", "double_scaled", "range", "channel_order", "per_image", "dtype", "layout")
 """Violation kinds, in the order they are reported."""
 
 FLOAT_DTYPES = frozenset({"float16", "bfloat16", "float32", "float64"})

@@ -13,9 +13,7 @@ from __future__ import annotations
 
 import logging
 import os
-import queue
 import tempfile
-import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +21,8 @@ from typing import Any, Callable, Sequence, Union
 
 import numpy as np
 import torch
+
+from prepwatch.checks.common.background import BackgroundWorker
 
 log = logging.getLogger("prepwatch")
 
@@ -162,10 +162,13 @@ class OverlayWriter:
         self.keep = keep
         self._on_written = on_written
         self._on_error = on_error
-        self._queue: queue.Queue[tuple[int, PanelSource] | None] = queue.Queue(maxsize=1)
-        self._thread: threading.Thread | None = None
+        # One grid at a time: a grid that arrives while the previous one is still being
+        # written is skipped rather than queued.
+        self._worker: BackgroundWorker[tuple[int, PanelSource]] = BackgroundWorker(
+            "prepwatch-overlays", lambda item: self.write_now(*item), capacity=1,
+            on_error=on_error or _log_error,
+        )
         self.written = 0
-        self.skipped = 0
 
     def submit(self, step: int, panels: PanelSource) -> bool:
         """Hand a grid to the writer thread; False (skipped) if it is still busy.
@@ -173,17 +176,12 @@ class OverlayWriter:
         ``panels`` may be a callable that builds them, so even the conversion of images
         for display happens off the training loop.
         """
-        if self._thread is None:
-            self._thread = threading.Thread(
-                target=self._run, name="prepwatch-overlays", daemon=True,
-            )
-            self._thread.start()
-        try:
-            self._queue.put_nowait((step, panels))
-            return True
-        except queue.Full:
-            self.skipped += 1
-            return False
+        return self._worker.submit((step, panels))
+
+    @property
+    def skipped(self) -> int:
+        """Grids not written because the writer was still busy with the previous one."""
+        return self._worker.dropped
 
     def write_now(self, step: int, panels: PanelSource) -> Path:
         """Render and write on the calling thread (tests, CLI)."""
@@ -206,34 +204,13 @@ class OverlayWriter:
             except OSError:
                 pass
 
-    def _run(self) -> None:
-        while True:
-            item = self._queue.get()
-            try:
-                if item is None:
-                    return
-                self.write_now(*item)
-            except Exception as exc:
-                if self._on_error is not None:
-                    self._on_error(exc)
-                else:  # pragma: no cover - the monitor always passes on_error
-                    log.warning("prepwatch: writing an overlay failed: %r", exc)
-            finally:
-                self._queue.task_done()
-
-    def flush(self, timeout: float = 10.0) -> None:
-        """Wait until the queued grid (if any) is written."""
-        deadline = time.monotonic() + timeout
-        while self._queue.unfinished_tasks and time.monotonic() < deadline:
-            time.sleep(0.005)
+    def flush(self, timeout: float = 10.0) -> bool:
+        """Wait until the queued grid (if any) is written; False on timeout."""
+        return self._worker.flush(timeout)
 
     def close(self, timeout: float = 10.0) -> None:
-        if self._thread is None:
-            return
-        self.flush(timeout)
-        try:
-            self._queue.put(None, timeout=timeout)
-        except queue.Full:
-            return
-        self._thread.join(timeout)
-        self._thread = None
+        self._worker.close(timeout)
+
+
+def _log_error(exc: BaseException) -> None:  # pragma: no cover - the monitor passes on_error
+    log.warning("prepwatch: writing an overlay failed: %r", exc)

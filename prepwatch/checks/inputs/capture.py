@@ -11,15 +11,15 @@ for percentiles, and running sums for the pooled mean and std.
 from __future__ import annotations
 
 import logging
-import queue
 import threading
 from typing import Any, Callable
 
 import numpy as np
 import torch
 
-from prepwatch.checks.norm_contract import Recorded
-from prepwatch.checks.norm_stats import ImageStats, dtype_name, grid, grid_stride, image_stats
+from prepwatch.checks.common.background import BackgroundWorker
+from prepwatch.checks.inputs.contract import Recorded
+from prepwatch.checks.inputs.stats import ImageStats, dtype_name, grid, grid_stride, image_stats
 
 log = logging.getLogger("prepwatch")
 
@@ -53,7 +53,7 @@ class _Reservoir:
         return self.rows[: self.filled].copy()
 
 
-class Recorder:
+class InputRecorder:
     """Accumulates training input statistics; ``submit`` is the only hot-path call."""
 
     def __init__(
@@ -67,11 +67,12 @@ class Recorder:
         self._rng = np.random.default_rng(seed)
         self._report = report
         self._on_batch = on_batch
-        self._queue: queue.Queue[Any] = queue.Queue(maxsize=32)
+        self._worker: BackgroundWorker[tuple[Any, ...]] = BackgroundWorker(
+            "prepwatch-input-capture", lambda item: self._process(*item), capacity=32,
+            on_error=report,
+        )
         self._lock = threading.Lock()
-        self._thread: threading.Thread | None = None
         self._closed = False
-        self.dropped = 0
         self._warned_drop = False
         self._reset_state(None)
 
@@ -122,12 +123,7 @@ class Recorder:
         else:
             host = xs.clone()
         item = (host, event, dtype_name(x.dtype), height, width, int(x.shape[0]))
-        if self._thread is None:
-            self._start()
-        try:
-            self._queue.put_nowait(item)
-        except queue.Full:
-            self.dropped += 1
+        if not self._worker.submit(item):
             if not self._warned_drop:
                 self._warned_drop = True
                 log.warning(
@@ -135,25 +131,7 @@ class Recorder:
                     "raise sample_every in watch.inputs() to record less often"
                 )
 
-    # -- worker ------------------------------------------------------------------------
-    def _start(self) -> None:
-        self._thread = threading.Thread(
-            target=self._run, name="prepwatch-input-capture", daemon=True
-        )
-        self._thread.start()
-
-    def _run(self) -> None:
-        while True:
-            item = self._queue.get()
-            try:
-                if item is None:
-                    return
-                self._process(*item)
-            except Exception as exc:
-                self._report(exc)
-            finally:
-                self._queue.task_done()
-
+    # -- worker thread ---------------------------------------------------------------
     def _process(
         self, xs: torch.Tensor, event: Any, dtype: str, height: int, width: int, batch: int,
     ) -> None:
@@ -203,16 +181,12 @@ class Recorder:
     # -- control -----------------------------------------------------------------------
     def flush(self, timeout: float = 30.0) -> bool:
         """Wait until every submitted batch is reduced; False on timeout."""
-        if self._thread is None:
-            return True
-        done = threading.Event()
+        return self._worker.flush(timeout)
 
-        def waiter() -> None:
-            self._queue.join()
-            done.set()
-
-        threading.Thread(target=waiter, daemon=True).start()
-        return done.wait(timeout)
+    @property
+    def dropped(self) -> int:
+        """Sampled batches dropped because the reduction thread was behind."""
+        return self._worker.dropped
 
     def snapshot(self) -> Recorded:
         """A consistent copy of what was recorded, for building a contract."""
@@ -240,15 +214,8 @@ class Recorder:
         return self.batches_seen
 
     def close(self, timeout: float = 5.0) -> None:
-        if self._closed:
-            return
         self._closed = True
-        if self._thread is not None:
-            try:
-                self._queue.put(None, timeout=timeout)
-            except queue.Full:
-                return
-            self._thread.join(timeout)
+        self._worker.close(timeout)
 
 
 def infer_layout(x: torch.Tensor) -> str | None:

@@ -25,7 +25,8 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import torch
 
-from prepwatch.checks.box_format import check_format, from_xyxy, to_xyxy
+from prepwatch.checks.boxes.formats import check_format, from_xyxy, to_xyxy
+from prepwatch.checks.common.transforms import is_tv_transform
 
 CALLS = ("auto", "tuple", "pair", "dict", "batch")
 IMAGE_KINDS = ("tensor", "uint8", "numpy", "pil")
@@ -48,14 +49,6 @@ class ProbeOutput:
     boxes: np.ndarray
     labels: np.ndarray | None
     canvas_size: tuple[int, int] | None = None  # (H, W) the boxes claim, when they say
-
-
-def is_tv_transform(transform: Any) -> bool:
-    """True for torchvision.transforms.v2 transforms, without importing torchvision."""
-    for cls in type(transform).__mro__:
-        if cls.__module__.startswith("torchvision.transforms.v2") and cls.__name__ == "Transform":
-            return True
-    return False
 
 
 def resolve_call(transform: Callable[..., Any], call: str) -> str:

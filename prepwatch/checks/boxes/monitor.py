@@ -14,7 +14,7 @@ Three things happen, each on its own cadence so the loop pays almost nothing:
 - when ``transform`` is given: every ``probe_every``-th batch or every ``probe_interval``
   seconds, whichever comes first, and never more than ``probe_budget`` of wall time,
   ``probe_trials`` alignment probes are pushed through that same transform (see
-  :mod:`prepwatch.checks.alignment`) on their own random numbers, on probe images a
+  :mod:`prepwatch.checks.boxes.alignment`) on their own random numbers, on probe images a
   little larger than the first observed batch's images;
 - every ``overlay_every``-th batch (off by default): a PNG grid of the batch with its
   boxes is written on a background thread under ``<artifacts>/overlays/``.
@@ -44,15 +44,15 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import torch
 
-from prepwatch.checks.alignment import KINDS, RESULTS, Probe, ProbeReport
-from prepwatch.checks.box_format import (
+from prepwatch.checks.boxes.alignment import MISALIGNMENT_KINDS, RESULTS, Probe, ProbeReport
+from prepwatch.checks.boxes.formats import (
     OUTCOMES,
     check_format,
     classify,
     is_normalized,
     to_xyxy,
 )
-from prepwatch.checks.overlays import (
+from prepwatch.checks.boxes.overlays import (
     LATEST,
     OverlayWriter,
     Panel,
@@ -187,7 +187,7 @@ class BoxMonitor:
             "Misaligned probe trials by kind (iou, offset, out_of_bounds, foreign, phantom).",
             ["kind"],
         )
-        self._kinds = {k: mis.labels(k) for k in KINDS}
+        self._kinds = {k: mis.labels(k) for k in MISALIGNMENT_KINDS}
         seconds = reg.counter(
             "prepwatch_box_check_seconds_total",
             "Training-loop time spent in box checks, by part.",

@@ -1,0 +1,123 @@
+"""The recorder: where per-sample and per-open timings of this process are written.
+
+A leaf module (numpy and bucket layouts only): the open hook, stage timers, dataset
+timing and the worker-stats collector all write through the :class:`Recorder` that
+:func:`recorder` returns, so none of them needs to import the others. The row layout
+(histogram slots, counters) is defined here once; ``worker_stats`` reads rows back.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from bisect import bisect_left
+from typing import Optional
+
+import numpy as np
+
+from prepwatch.metrics.buckets import FETCH_BUCKETS, IO_BUCKETS
+
+STAGES = ("total", "read", "decode", "transform", "other")
+HIST_SLOTS = [(f"fetch:{s}", FETCH_BUCKETS) for s in STAGES] + [("file_open", IO_BUCKETS)]
+SLOT_INDEX = {name: i for i, (name, _) in enumerate(HIST_SLOTS)}
+FILE_OPEN_SLOT = SLOT_INDEX["file_open"]
+COUNTERS = ("file_opens", "read_bytes", "errors")
+WIDTH = max(len(b) for _, b in HIST_SLOTS) + 2  # bucket counts, +Inf, then the sum
+ROW = len(HIST_SLOTS) * WIDTH + len(COUNTERS)
+
+
+class Recorder:
+    """Writes timings of one process into one row. Single writer per row.
+
+    Writes go through a flat ``memoryview`` of the row: indexing it costs half of
+    numpy scalar indexing, which matters for per-open and per-sample timings.
+    """
+
+    __slots__ = ("_mv", "_bounds", "_counters")
+
+    def __init__(self, row: np.ndarray) -> None:
+        self._mv = memoryview(np.ascontiguousarray(row)).cast("B").cast("d")
+        if not np.shares_memory(row, np.frombuffer(self._mv, dtype=np.float64)):
+            raise ValueError("Recorder needs a contiguous row to write into")
+        self._bounds = [b for _, b in HIST_SLOTS]
+        self._counters = len(HIST_SLOTS) * WIDTH
+
+    def observe(self, slot: int, seconds: float, n: int = 1) -> None:
+        base = slot * WIDTH
+        mv = self._mv
+        mv[base + bisect_left(self._bounds[slot], seconds)] += n
+        mv[base + WIDTH - 1] += seconds * n
+
+    def fetch(self, stage: str, seconds: float, n: int = 1) -> None:
+        """Per-sample time of one stage (read, decode, transform, total, other)."""
+        slot = SLOT_INDEX.get("fetch:" + stage)
+        self.observe(SLOT_INDEX["fetch:other"] if slot is None else slot, seconds, n)
+
+    def file_open(self, seconds: float) -> None:
+        mv = self._mv
+        base = FILE_OPEN_SLOT * WIDTH
+        mv[base + bisect_left(IO_BUCKETS, seconds)] += 1
+        mv[base + WIDTH - 1] += seconds
+        mv[self._counters] += 1
+
+    def read_bytes(self, n: int) -> None:
+        self._mv[self._counters + 1] += n
+
+    def error(self) -> None:
+        self._mv[self._counters + 2] += 1
+
+
+_current: Optional[Recorder] = None
+_nested = threading.local()
+
+
+def recorder() -> Optional[Recorder]:
+    """The recorder of this process: a worker's row, the main process' row, or None."""
+    return _current
+
+
+def set_recorder(rec: Optional[Recorder]) -> None:
+    """Point this process' stage timers and open hook at ``rec`` (None: record nothing)."""
+    global _current
+    _current = rec
+
+
+def _forget_recorder_in_child() -> None:
+    # A forked child inherits the parent's recorder: the main process' private row (a
+    # copy-on-write duplicate nobody reads) or, in a worker that forks, a shared row that
+    # then has two writers. Record nothing instead; an attached DataLoader worker sets
+    # its own row in WorkerInit, which runs after the fork.
+    set_recorder(None)
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_recorder_in_child)
+
+
+class stage:
+    """Time a stage of per-sample work inside dataset code::
+
+        with prepwatch.stage("decode"):
+            image = decode(raw)
+
+    Works in workers and in the main process; a no-op when prepwatch is not active.
+    """
+
+    __slots__ = ("_name", "_t0")
+
+    def __init__(self, name: str) -> None:
+        self._name = name
+        self._t0 = 0.0
+
+    def __enter__(self) -> stage:
+        self._t0 = time.perf_counter()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        rec = _current
+        if rec is not None:
+            try:
+                rec.fetch(self._name, time.perf_counter() - self._t0)
+            except Exception:
+                pass
