@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from prepwatch.checks import box_format as bf
+from prepwatch.checks.boxes import formats as bf
 from prepwatch.checks.boxes.adapters import ProbeInput, ProbeOutput, TransformAdapter, resolve_call
 from prepwatch.checks.boxes.alignment import judge, measure_region
 

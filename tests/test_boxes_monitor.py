@@ -12,7 +12,7 @@ from helpers import parse
 from PIL import Image
 from prometheus_client import generate_latest
 
-from prepwatch.checks import boxes as boxes_module
+from prepwatch.checks.boxes import monitor as boxes_module
 from prepwatch.checks.boxes.monitor import BoxMonitor
 from prepwatch.context import Context
 from prepwatch.demo import geometry_transforms as gt

@@ -18,7 +18,7 @@ import torch
 from helpers import parse, value
 from prometheus_client import generate_latest
 
-from prepwatch.checks import boxes as boxes_module
+from prepwatch.checks.boxes import monitor as boxes_module
 from prepwatch.checks.boxes.alignment import check_transform
 from prepwatch.checks.boxes.monitor import BoxMonitor
 from prepwatch.context import Context

@@ -434,10 +434,11 @@ class BoxMonitor:
             if t.error_px is not None:
                 self._error.observe(t.error_px)
 
-    def flush(self) -> None:
+    def flush(self, timeout: float = 30.0) -> bool:
         """Wait for a pending overlay to be written (tests, end of a run)."""
         if self._overlays is not None:
-            self._overlays.flush()
+            return self._overlays.flush(timeout)
+        return True
 
     def close(self) -> None:
         if self._closed:

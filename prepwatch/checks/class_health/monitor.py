@@ -496,15 +496,21 @@ class ClassHealth:
         return self._renderer.render(view)
 
     # -- lifecycle and reading -----------------------------------------------------------------
-    def flush(self) -> None:
-        """Bring every count to the host now (waits for the device); passes stay open."""
+    def flush(self, timeout: float = 30.0) -> bool:
+        """Bring every count to the host now (waits for the device); passes stay open.
+
+        False when a fault stopped it (counted); ``timeout`` is unused: the copies are
+        the device's, waited for in order.
+        """
         try:
             for counts in list(self._stream.values()) + list(self._passes_counts.values()):
                 counts.flush()
             with self._lock:
                 drain(self._pending, self._deliver_locked, wait=True)
+            return True
         except Exception as exc:
             self._ctx.errors.report(COMPONENT, exc)
+            return False
 
     def close(self) -> None:
         """Close open evaluation passes and flush everything. Safe to call twice."""

@@ -295,5 +295,9 @@ class ClipMonitor:
             out = out.as_subclass(torch.Tensor)
         return raw, out
 
+    def flush(self, timeout: float = 30.0) -> bool:
+        """Nothing is pending: clips are measured when observed or probed."""
+        return True
+
     def close(self) -> None:
         """Nothing to release; present so ``watch.stop()`` treats all components alike."""
