@@ -9,7 +9,7 @@ marked box per trial keeps identity unambiguous (labels are unique per box, and 
 the batch in batch mode); many trials cover the random parameters.
 
 How evidence and box are compared, and why the tolerances are what they are
-(measurements over >10,000 trials of correct transforms; docs/geometry.md):
+(measurements over >10,000 trials of correct transforms; docs/boxes.md):
 
 - **Axis-aligned regions** (flip, crop, resize, translate, quarter turns): each edge of
   the white region is measured to a small fraction of a pixel from the coverage of the
