@@ -19,7 +19,7 @@ from typing import Any, Callable, Iterable, Iterator
 import torch
 from torch import nn
 
-from prepwatch.checks.inputs.contract import Declared
+from prepwatch.checks.inputs.declared import Declared
 from prepwatch.checks.inputs.faults import correct
 
 WARM = (1.0, 0.8, 0.55)

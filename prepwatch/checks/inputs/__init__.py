@@ -7,7 +7,8 @@
 """
 
 from prepwatch.checks.inputs.capture import infer_layout
-from prepwatch.checks.inputs.contract import Declared, InputContract, Recorded, contract_path
+from prepwatch.checks.inputs.contract import InputContract, Recorded, contract_path
+from prepwatch.checks.inputs.declared import Declared
 from prepwatch.checks.inputs.faults import MISTAKES, Mistake, correct, served
 from prepwatch.checks.inputs.guard import GuardResult
 from prepwatch.checks.inputs.model import NormalizedModel

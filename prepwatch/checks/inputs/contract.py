@@ -25,6 +25,8 @@ import numpy as np
 import torch
 
 from prepwatch._version import __version__
+from prepwatch.checks.inputs.channel_order import channel_order_evidence, chromaticity
+from prepwatch.checks.inputs.declared import Declared, as_floats
 from prepwatch.checks.inputs.hypotheses import (
     PER_IMAGE_EPS,
     Hypothesis,
@@ -34,125 +36,19 @@ from prepwatch.checks.inputs.hypotheses import (
     per_image_signatures,
 )
 from prepwatch.checks.inputs.stats import FLOAT_DTYPES, ImageStats
+from prepwatch.checks.inputs.tolerances import (
+    COVERAGE_CAP,
+    COVERAGE_FLOOR,
+    FALSE_ALARM_TARGET,
+    OUTSIDE_SHARE,
+    PERCENTILES,
+    RANGE_QUANTILES,
+    SUPPORT_MARGIN,
+)
 
 FORMAT = "prepwatch.input-contract"
 VERSION = 1
-# Per-batch false-alarm target of every statistical call the guard makes: one in a
-# million checked batches when images within a batch are independent.
-FALSE_ALARM_TARGET = 1e-6
-# Pooled channel-order test (see _channel_order_evidence): a batch is judged once its expected mean
-# chromaticity lies POOLED_SEPARATION standard errors from zero, and called swapped or
-# confirmed when its mean lies POOLED_CALL standard errors on one side: a correctly served
-# batch is called swapped with p = Phi(-(4 + 2)) ~ 1e-9, a swapped one is missed with
-# p <= Phi(-(4 - 2)) ~ 2% at the smallest batch, less for larger ones.
-POOLED_SEPARATION = 4.0
-POOLED_CALL = 2.0
-POOLED_MAX_BATCH = 1024  # beyond that the data is colour-neutral for practical purposes
-# Headroom beyond the support before a value counts as outside, as a share of the
-# range: interpolation (bicubic resize) overshoots sharp edges by a few percent.
-SUPPORT_MARGIN = 0.05
-# Share of grid pixels that must sit outside before a batch is off the contract's
-# range: a few overshooting or corrupt pixels are not a pipeline mistake.
-OUTSIDE_SHARE = 0.01
-PERCENTILES = (0.1, 1.0, 5.0, 25.0, 50.0, 75.0, 95.0, 99.0, 99.9)
-# Coverage tolerance floor, a share of the range: the false-alarm guarantee comes from
-# the per-image chance rates; reaching within 10% of both ends is a second condition,
-# on the batch's content, not the one that bounds false alarms.
-COVERAGE_FLOOR = 0.1
-COVERAGE_CAP = 0.25  # beyond a quarter of the range "reaching the end" means little
-# Robust range (0.01% / 99.99%) and coverage (0.1% / 99.9%) quantiles of recorded pixels.
-RANGE_QUANTILES = (0.0001, 0.9999, 0.001, 0.999)
 BUFFER_NAME = "input_contract"
-
-
-def _floats(values: Any) -> list[float]:
-    return [float(f"{float(v):.6g}") for v in np.asarray(values, dtype=np.float64).ravel()]
-
-
-@dataclass(frozen=True)
-class Declared:
-    """The normalization the training pipeline applies, as ``Normalize(mean, std)`` sees it.
-
-    ``max_value`` is the scale ``mean``/``std`` are written in: 1.0 when they apply to
-    [0, 1] tensors (torchvision ``ToTensor`` then ``Normalize``), 255.0 when they apply
-    to 0-255 values (mmcv/detectron style). ``channel_order`` names the channels the
-    model was trained on, e.g. "RGB" or "BGR".
-    """
-
-    mean: tuple[float, ...]
-    std: tuple[float, ...]
-    max_value: float = 1.0
-    channel_order: str = "RGB"
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "mean", tuple(float(v) for v in self.mean))
-        object.__setattr__(self, "std", tuple(float(v) for v in self.std))
-        if not self.mean or len(self.mean) != len(self.std):
-            raise ValueError(
-                f"Declared(mean, std) need one value per channel each, got {self.mean} and "
-                f"{self.std}"
-            )
-        if any(not (v > 0) for v in self.std):
-            raise ValueError(f"Declared std must be > 0 per channel, got {self.std}")
-        if not (self.max_value > 0):
-            raise ValueError(f"Declared max_value must be > 0 (1.0 or 255.0), got {self.max_value}")
-        if len(self.channel_order) != len(self.mean):
-            raise ValueError(
-                f"channel_order {self.channel_order!r} must name {len(self.mean)} channels, "
-                "e.g. 'RGB' or 'BGR'"
-            )
-
-    @classmethod
-    def imagenet(cls) -> Declared:
-        """``ToTensor()`` then ``Normalize(IMAGENET_MEAN, IMAGENET_STD)``."""
-        return cls((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
-
-    @classmethod
-    def unit(cls, channels: int = 3) -> Declared:
-        """[0, 1] tensors, no mean/std (``ToTensor()`` alone)."""
-        return cls((0.0,) * channels, (1.0,) * channels, channel_order=_default_order(channels))
-
-    @classmethod
-    def symmetric(cls, channels: int = 3) -> Declared:
-        """[-1, 1] tensors (``Normalize(0.5, 0.5)``)."""
-        return cls((0.5,) * channels, (0.5,) * channels, channel_order=_default_order(channels))
-
-    @classmethod
-    def from_transform(cls, transform: Any, channel_order: str = "RGB") -> Declared:
-        """Read ``Normalize`` out of a torchvision ``Compose`` (v1 or v2), by duck typing."""
-        steps = list(getattr(transform, "transforms", [transform]))
-        for step in steps:
-            if type(step).__name__ == "Normalize" and hasattr(step, "mean"):
-                mean = [float(v) for v in step.mean]
-                std = [float(v) for v in step.std]
-                order = channel_order if len(channel_order) == len(mean) else _default_order(
-                    len(mean))
-                return cls(tuple(mean), tuple(std), 1.0, order)
-        names = [type(s).__name__ for s in steps]
-        if any(n in ("ToTensor", "ToDtype", "ConvertImageDtype") for n in names):
-            return cls.unit(3)
-        raise ValueError(
-            f"no Normalize/ToTensor step found in {names}; pass Declared(mean, std, ...) instead"
-        )
-
-    @property
-    def unit_mean(self) -> np.ndarray:
-        return np.asarray(self.mean, dtype=np.float64) / self.max_value
-
-    @property
-    def unit_std(self) -> np.ndarray:
-        return np.asarray(self.std, dtype=np.float64) / self.max_value
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "mean": list(self.mean), "std": list(self.std), "max_value": self.max_value,
-            "channel_order": self.channel_order,
-        }
-
-    @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> Declared:
-        return cls(tuple(d["mean"]), tuple(d["std"]), float(d.get("max_value", 1.0)),
-                   str(d.get("channel_order", "RGB")))
 
 
 @dataclass
@@ -176,15 +72,10 @@ class Recorded:
     width: int
 
 
-def _default_order(channels: int) -> str:
-    """RGB for 3 channels, L for 1, else one digit per channel."""
-    return {3: "RGB", 1: "L"}.get(channels, "0123456789"[:channels])
-
-
 def _quantiles(values: np.ndarray, qs: Sequence[float]) -> dict[str, list[float]]:
     """Per-channel quantiles (``values`` is (n, C)), keyed like "q0.1" for 0.1%."""
     out = np.quantile(values, [q / 100.0 for q in qs], axis=0)
-    return {f"q{q:g}": _floats(row) for q, row in zip(qs, out)}
+    return {f"q{q:g}": as_floats(row) for q, row in zip(qs, out)}
 
 
 class InputContract:
@@ -339,7 +230,7 @@ class InputContract:
             }
         order: dict[str, Any] | None = None
         if c == 3:
-            order = _channel_order_evidence(chromaticity(stats.mean * s + m))
+            order = channel_order_evidence(chromaticity(stats.mean * s + m))
 
         names = list(channel_names) if channel_names else None
         if names is None:
@@ -359,11 +250,11 @@ class InputContract:
                 "height": rec.height, "width": rec.width, "channel_names": names,
             },
             "declared": declared.to_dict() if declared is not None else None,
-            "normalization": {"mean": _floats(m), "std": _floats(s), "source": source},
+            "normalization": {"mean": as_floats(m), "std": as_floats(s), "source": source},
             "stats": {
-                "mean": _floats(mean), "std": _floats(std),
-                "min": _floats(rec.low), "max": _floats(rec.high),
-                "percentiles": {f"p{p:g}": _floats(row) for p, row in zip(PERCENTILES, pct)},
+                "mean": as_floats(mean), "std": as_floats(std),
+                "min": as_floats(rec.low), "max": as_floats(rec.high),
+                "percentiles": {f"p{p:g}": as_floats(row) for p, row in zip(PERCENTILES, pct)},
             },
             "per_image": {
                 "mean": _quantiles(stats.mean, (0.1, 1, 50, 99, 99.9)),
@@ -374,11 +265,11 @@ class InputContract:
                 "images_kept": int(n), "pixels_per_channel": int(rec.count),
             },
             "checks": {
-                "support": [_floats(support[0]), _floats(support[1])],
-                "coverage": [_floats(coverage[0]), _floats(coverage[1])],
+                "support": [as_floats(support[0]), as_floats(support[1])],
+                "coverage": [as_floats(coverage[0]), as_floats(coverage[1])],
                 "support_margin": SUPPORT_MARGIN,
                 "outside_share": OUTSIDE_SHARE,
-                "coverage_tolerance": [_floats(tolerance[0]), _floats(tolerance[1])],
+                "coverage_tolerance": [as_floats(tolerance[0]), as_floats(tolerance[1])],
                 "false_alarm_target": FALSE_ALARM_TARGET,
                 "hypotheses": hyp,
                 "per_image": {"eps": PER_IMAGE_EPS, "signatures": sigs},
@@ -407,9 +298,9 @@ class InputContract:
             "tensor": {"dtype": dtype, "layout": layout, "channels": c, "height": height,
                        "width": width, "channel_names": list(declared.channel_order)},
             "declared": declared.to_dict(),
-            "normalization": {"mean": _floats(m), "std": _floats(s), "source": "declared"},
-            "stats": {"mean": [None] * c, "std": [None] * c, "min": _floats(low),
-                      "max": _floats(high), "percentiles": {}},
+            "normalization": {"mean": as_floats(m), "std": as_floats(s), "source": "declared"},
+            "stats": {"mean": [None] * c, "std": [None] * c, "min": as_floats(low),
+                      "max": as_floats(high), "percentiles": {}},
             "per_image": {},
             "samples": {"batches": 0, "images": 0, "images_kept": 0, "pixels_per_channel": 0},
             "checks": {
@@ -475,60 +366,6 @@ class InputContract:
         raise ValueError(
             f"{type(obj).__name__} carries no input contract; wrap the model in NormalizedModel"
         )
-
-
-def chromaticity(raw_means: np.ndarray, pair: Sequence[int] = (0, 2)) -> np.ndarray:
-    """Per image, (red - blue) / (red + green + blue) of the raw channel means.
-
-    A swap of the pair mirrors it; dividing by the brightness makes it the same for
-    a dark and a bright copy of one scene.
-    """
-    i, j = pair
-    total = np.maximum(raw_means.sum(axis=1), 1e-3)
-    return (raw_means[:, i] - raw_means[:, j]) / total
-
-
-def _channel_order_evidence(d: np.ndarray) -> dict[str, Any]:
-    """Can RGB be told from BGR, and on which images?
-
-    ``d`` is each training image's chromaticity (see :func:`chromaticity`); a swap
-    turns it into ``-d``. The envelope of correctly served images is their 0.1-99.9%
-    range widened by a quarter of the 1-99% spread. An image whose ``d`` lies in the
-    envelope but not in its mirror confirms the order ("informative"); one in the
-    mirror only looks swapped. An image in both (grey, washed-out, black) says
-    nothing.
-
-    Varied natural photos rarely confirm the order one by one (a blue sky and a sunset
-    mirror each other), but their *average* has a colour balance: ImageNet's mean pixel
-    is warmer than it is blue. So the contract also keeps the mean and spread of ``d``;
-    a batch of ``pooled.min_batch`` or more diverse images is judged by its mean (see
-    norm_guard). When neither test can work the data is colour-neutral, and the guard
-    reports "ambiguous" rather than guessing.
-    """
-    n = d.shape[0]
-    mean = float(d.mean()) if n else 0.0
-    std = float(d.std(ddof=1)) if n > 1 else 0.0
-    pooled_batch: int | None = None
-    if n > 1 and std > 0 and abs(mean) > 0:
-        need = int(np.ceil((POOLED_SEPARATION * std / abs(mean)) ** 2))
-        pooled_batch = need if need <= POOLED_MAX_BATCH else None
-    q = np.quantile(d, [0.001, 0.01, 0.99, 0.999])
-    spread = max(float(q[2] - q[1]), 1e-6)
-    lo, hi = float(q[0] - 0.25 * spread), float(q[3] + 0.25 * spread)
-    informative = (d >= lo) & (d <= hi) & ~((d >= -hi) & (d <= -lo))
-    looks_swapped = ((d >= -hi) & (d <= -lo)) & ~((d >= lo) & (d <= hi))
-    share = float(informative.mean()) if n else 0.0
-    rate = (float(looks_swapped.sum()) + 1.0) / (n + 2.0)
-    return {
-        "pair": [0, 2],
-        "envelope": [float(f"{lo:.6g}"), float(f"{hi:.6g}")],
-        "informative_share": float(f"{share:.4g}"),
-        "chance_rate": float(f"{rate:.4g}"),
-        "min_batch": false_alarm_batch_size(rate, FALSE_ALARM_TARGET),
-        "pooled": {"mean": float(f"{mean:.6g}"), "std": float(f"{std:.6g}"),
-                   "min_batch": pooled_batch},
-        "verifiable": bool(share >= 0.5 or pooled_batch is not None),
-    }
 
 
 def contract_path(path: str | Path) -> Path:

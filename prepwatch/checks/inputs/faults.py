@@ -15,7 +15,7 @@ from typing import Callable
 
 import torch
 
-from prepwatch.checks.inputs.contract import Declared
+from prepwatch.checks.inputs.declared import Declared
 from prepwatch.checks.inputs.hypotheses import IMAGENET_MEAN, IMAGENET_STD
 
 

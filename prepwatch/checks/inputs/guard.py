@@ -34,7 +34,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from prepwatch.checks.inputs.contract import POOLED_CALL, InputContract, chromaticity
+from prepwatch.checks.inputs.channel_order import chromaticity
+from prepwatch.checks.inputs.contract import InputContract
 from prepwatch.checks.inputs.hypotheses import (
     PER_IMAGE_DESCRIPTIONS,
     Hypothesis,
@@ -53,6 +54,7 @@ from prepwatch.checks.inputs.stats import (
     grid_stride,
     image_stats,
 )
+from prepwatch.checks.inputs.tolerances import POOLED_CALL
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,8 @@ from typing import Any, Mapping
 import torch
 from torch import nn
 
-from prepwatch.checks.inputs.contract import BUFFER_NAME, Declared, InputContract
+from prepwatch.checks.inputs.contract import BUFFER_NAME, InputContract
+from prepwatch.checks.inputs.declared import Declared
 
 
 class NormalizedModel(nn.Module):

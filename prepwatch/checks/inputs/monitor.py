@@ -44,7 +44,8 @@ import numpy as np
 import torch
 
 from prepwatch.checks.inputs.capture import InputRecorder, infer_layout
-from prepwatch.checks.inputs.contract import Declared, InputContract, contract_path
+from prepwatch.checks.inputs.contract import InputContract, contract_path
+from prepwatch.checks.inputs.declared import Declared
 from prepwatch.checks.inputs.guard import GuardResult, diagnose
 from prepwatch.checks.inputs.model import NormalizedModel
 from prepwatch.checks.inputs.stats import VIOLATION_KINDS, ImageStats
