@@ -140,9 +140,7 @@ class WorkerStats:
         self._pending: deque[np.ndarray] = deque()  # tables whose owner was collected
         self.main_recorder = Recorder(main_rows[0])
         ctx.registry.register(self, "worker_stats")
-        errors = ctx.registry.get("prepwatch_internal_errors_total")
-        if errors is not None:
-            errors.labels("worker").set_function(self._worker_errors)  # type: ignore[attr-defined]
+        ctx.errors.count_from("worker", self._worker_errors)
 
     def activate(self) -> None:
         """Make this process' stage timers and IO hooks record into the main row."""

@@ -102,6 +102,7 @@ class ClassHealth:
         eval_gap_seconds: float = 60.0,
     ) -> None:
         self._ctx = ctx
+        self._survive = ctx.errors.survive(COMPONENT)
         self._max_classes = _positive("max_classes", max_classes)
         self._worst_k = _positive("worst_k", worst_k, allow_zero=True)
         self._flush_steps = _positive("flush_every_steps", flush_every_steps)
@@ -338,17 +339,15 @@ class ClassHealth:
                 self._close_implicit()
             if counts is None:
                 counts = self._counts_for(split, "stream", predictions, targets)
-        try:
+        with self._survive:
             counts.add(predictions, targets)
-        except Exception as exc:
-            self._ctx.errors.report(COMPONENT, exc)
 
     def eval_predictions(self, predictions: Any, targets: Any, *, split: str = "eval") -> None:
         """Count a batch of clean evaluation data into the current evaluation pass."""
         counts = self._passes_counts.get(split)
         if counts is None:
             counts = self._counts_for(split, "pass", predictions, targets)
-        try:
+        with self._survive:
             now = time.monotonic()
             state = self._open.get(split)
             if state is None:
@@ -360,26 +359,20 @@ class ClassHealth:
                 self._implicit_open = True
             self._last_eval[split] = now
             counts.add(predictions, targets)
-        except Exception as exc:
-            self._ctx.errors.report(COMPONENT, exc)
 
     # -- evaluation passes --------------------------------------------------------------------
     def begin_eval(self, split: str = "eval") -> None:
         """Start an evaluation pass of ``split`` (closing one still open)."""
-        try:
+        with self._survive:
             if split in self._open:
                 self._close_pass(split)
             self._open[split] = "explicit"
-        except Exception as exc:
-            self._ctx.errors.report(COMPONENT, exc)
 
     def end_eval(self, split: str = "eval") -> None:
         """End the evaluation pass of ``split``: its recall becomes the exported one."""
-        try:
+        with self._survive:
             if split in self._open:
                 self._close_pass(split)
-        except Exception as exc:
-            self._ctx.errors.report(COMPONENT, exc)
 
     @contextmanager
     def evaluation(self, split: str = "eval") -> Iterator[ClassHealth]:
