@@ -31,8 +31,8 @@ ROWS = [
                 "  / sum by (run, rank) "
                 '(rate(prepwatch_box_alignment_checks_total{result=~"aligned|misaligned", '
                 "SEL}[$__rate_interval]))"), "{{run}}/{{rank}}")],
-            w=6, defaults={'thresholds': thresholds('green', (0.05, 'red')), 'min': 0, 'max': 1},
-            links=[runbook(RUNBOOK, 'PrepwatchBoxesMisaligned')],
+            w=6, defaults={"thresholds": thresholds("green", (0.05, "red")), "min": 0, "max": 1},
+            links=[runbook(RUNBOOK, "PrepwatchBoxesMisaligned")],
         ),
         timeseries(
             "Probe trials by result", "short",
@@ -40,8 +40,8 @@ ROWS = [
              "dropped the painted box, or the image came out uniform: nothing to compare)."),
             [q("sum by (result) (increase(prepwatch_box_alignment_checks_total{SEL}[$__rate_interval]))",
                "{{result}}")],
-            w=9, custom=STACKED, defaults={'min': 0, 'decimals': 0},
-            links=[runbook(RUNBOOK, 'PrepwatchBoxesMisaligned')],
+            w=9, custom=STACKED, defaults={"min": 0, "decimals": 0},
+            links=[runbook(RUNBOOK, "PrepwatchBoxesMisaligned")],
         ),
         timeseries(
             "Misalignments by kind", "short",
@@ -52,8 +52,8 @@ ROWS = [
              "at 0."),
             [q("sum by (kind) (increase(prepwatch_box_misalignments_total{SEL}[$__rate_interval]))",
                "{{kind}}")],
-            w=9, custom=STACKED, defaults={'min': 0, 'decimals': 0},
-            links=[runbook(RUNBOOK, 'PrepwatchBoxesMisaligned')],
+            w=9, custom=STACKED, defaults={"min": 0, "decimals": 0},
+            links=[runbook(RUNBOOK, "PrepwatchBoxesMisaligned")],
         ),
         timeseries(
             "Probe IoU with the object", "percentunit",
@@ -67,7 +67,7 @@ ROWS = [
                 "(rate(prepwatch_box_alignment_iou_bucket{SEL}[$__rate_interval])))"), "median")],
             w=12,
             custom=CONNECTED,
-            defaults={'min': 0, 'max': 1}, links=[runbook(RUNBOOK, 'PrepwatchBoxesMisaligned')],
+            defaults={"min": 0, "max": 1}, links=[runbook(RUNBOOK, "PrepwatchBoxesMisaligned")],
         ),
         timeseries(
             "Probe box error", "suffix: px",
@@ -80,7 +80,7 @@ ROWS = [
                 "(rate(prepwatch_box_alignment_error_pixels_bucket{SEL}[$__rate_interval])))"), "p95")],
             w=12,
             custom=CONNECTED,
-            defaults={'min': 0}, links=[runbook(RUNBOOK, 'PrepwatchBoxesMisaligned')],
+            defaults={"min": 0}, links=[runbook(RUNBOOK, "PrepwatchBoxesMisaligned")],
         ),
     ]),
     Row("Boxes leaving the augmentation (sampled training batches)", [
@@ -90,8 +90,8 @@ ROWS = [
              "image border), out_of_bounds, degenerate (zero or negative area), dropped (fewer boxes out "
              "than in; counted when the targets carry boxes_in)."),
             [q("sum by (outcome) (rate(prepwatch_boxes_total{SEL}[$__rate_interval]))", "{{outcome}}")],
-            w=12, custom=STACKED, defaults={'min': 0},
-            links=[runbook(RUNBOOK, 'PrepwatchBoxesInvalid')],
+            w=12, custom=STACKED, defaults={"min": 0},
+            links=[runbook(RUNBOOK, "PrepwatchBoxesInvalid")],
         ),
         stat(
             "Invalid box share", "percentunit",
@@ -101,8 +101,8 @@ ROWS = [
                 "SEL}[$__rate_interval]))\n"
                 '  / sum by (run, rank) (rate(prepwatch_boxes_total{outcome!="dropped", '
                 "SEL}[$__rate_interval]))"), "{{run}}/{{rank}}")],
-            w=6, defaults={'thresholds': thresholds('green', (0.01, 'orange')), 'min': 0, 'max': 1},
-            links=[runbook(RUNBOOK, 'PrepwatchBoxesInvalid')],
+            w=6, defaults={"thresholds": thresholds("green", (0.01, "orange")), "min": 0, "max": 1},
+            links=[runbook(RUNBOOK, "PrepwatchBoxesInvalid")],
         ),
         stat(
             "Dropped box share", "percentunit",
@@ -113,8 +113,8 @@ ROWS = [
                 "SEL}[$__rate_interval]))\n"
                 "  / sum by (run, rank) (rate(prepwatch_boxes_total{SEL}[$__rate_interval]))"),
                "{{run}}/{{rank}}")],
-            w=6, defaults={'thresholds': thresholds('green', (0.3, 'orange')), 'min': 0, 'max': 1},
-            links=[runbook(RUNBOOK, 'PrepwatchBoxesInvalid')],
+            w=6, defaults={"thresholds": thresholds("green", (0.3, "orange")), "min": 0, "max": 1},
+            links=[runbook(RUNBOOK, "PrepwatchBoxesInvalid")],
         ),
         table(
             "Latest overlay", "dateTimeAsIso",
@@ -123,15 +123,15 @@ ROWS = [
              "HTTP server serves it read-only and must be reachable from your browser."),
             [q(("max by (instance, run, rank, path) (prepwatch_box_overlay_info{SEL})\n"
                 "  * on (instance, run, rank) group_left max by (instance, run, rank) "
-                "(prepwatch_box_overlay_last_timestamp_seconds{SEL} * 1000)"), instant=True, fmt='table')],
-            w=16, h=6, options={'showHeader': True, 'cellHeight': 'sm'},
-            transformations=[{'id': 'organize',
-                              'options': {'excludeByName': {'Time': True},
-                                          'renameByName': {'Value': 'written'}}}],
-            defaults={'links': [{'title': 'Open the latest overlay',
-                                 'url': 'http://${__data.fields.instance}${__data.fields.path}',
-                                 'targetBlank': True}]},
-            links=[runbook(RUNBOOK, 'PrepwatchBoxesMisaligned')],
+                "(prepwatch_box_overlay_last_timestamp_seconds{SEL} * 1000)"), instant=True, fmt="table")],
+            w=16, h=6, options={"showHeader": True, "cellHeight": "sm"},
+            transformations=[{"id": "organize",
+                              "options": {"excludeByName": {"Time": True},
+                                          "renameByName": {"Value": "written"}}}],
+            defaults={"links": [{"title": "Open the latest overlay",
+                                 "url": "http://${__data.fields.instance}${__data.fields.path}",
+                                 "targetBlank": True}]},
+            links=[runbook(RUNBOOK, "PrepwatchBoxesMisaligned")],
         ),
         stat(
             "Overlay age", "s",
@@ -140,8 +140,8 @@ ROWS = [
              "is missing (prepwatch_overlays_available 0)."),
             [q("time() - max by (run, rank) (prepwatch_box_overlay_last_timestamp_seconds{SEL})",
                "{{run}}/{{rank}}")],
-            w=8, h=6, defaults={'thresholds': thresholds('green', (600, 'orange')), 'min': 0},
-            links=[runbook(RUNBOOK, 'PrepwatchBoxesMisaligned')],
+            w=8, h=6, defaults={"thresholds": thresholds("green", (600, "orange")), "min": 0},
+            links=[runbook(RUNBOOK, "PrepwatchBoxesMisaligned")],
         ),
     ]),
     Row("Check cost", [
@@ -151,8 +151,8 @@ ROWS = [
              "Probes are budgeted to 1% by default."),
             [q("sum by (part) (rate(prepwatch_box_check_seconds_total{SEL}[$__rate_interval]))",
                "boxes {{part}}")],
-            w=24, h=6, custom=STACKED, defaults={'min': 0},
-            links=[runbook(RUNBOOK, 'PrepwatchBoxesMisaligned')],
+            w=24, h=6, custom=STACKED, defaults={"min": 0},
+            links=[runbook(RUNBOOK, "PrepwatchBoxesMisaligned")],
         ),
     ]),
 ]

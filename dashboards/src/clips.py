@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from .grafana import (
     CONNECTED,
+    DASHED,
     STACKED,
     Dashboard,
     Row,
@@ -33,12 +34,11 @@ ROWS = [
              q("max(prepwatch_clip_jitter_threshold{SEL})", "threshold")],
             w=12,
             custom=CONNECTED,
-            defaults={'min': 0},
-            overrides=[{'matcher': {'id': 'byName', 'options': 'threshold'},
-                        'properties': [{'id': 'custom.lineStyle',
-                                        'value': {'fill': 'dash', 'dash': [10, 10]}},
-                                       {'id': 'color', 'value': {'mode': 'fixed', 'fixedColor': 'red'}}]}],
-            links=[runbook(RUNBOOK, 'PrepwatchClipAugmentationInconsistent')],
+            defaults={"min": 0},
+            overrides=[{"matcher": {"id": "byName", "options": "threshold"},
+                        "properties": [DASHED,
+                                       {"id": "color", "value": {"mode": "fixed", "fixedColor": "red"}}]}],
+            links=[runbook(RUNBOOK, "PrepwatchClipAugmentationInconsistent")],
         ),
         stat(
             "Inconsistent clip share", "percentunit",
@@ -48,8 +48,8 @@ ROWS = [
                 "SEL}[$__rate_interval]))\n"
                 '  / sum by (run, rank) (rate(prepwatch_clips_total{outcome=~"consistent|inconsistent", '
                 "SEL}[$__rate_interval]))"), "{{run}}/{{rank}}")],
-            w=6, defaults={'thresholds': thresholds('green', (0.25, 'orange')), 'min': 0, 'max': 1},
-            links=[runbook(RUNBOOK, 'PrepwatchClipAugmentationInconsistent')],
+            w=6, defaults={"thresholds": thresholds("green", (0.25, "orange")), "min": 0, "max": 1},
+            links=[runbook(RUNBOOK, "PrepwatchClipAugmentationInconsistent")],
         ),
         timeseries(
             "Clips by outcome", "short",
@@ -57,8 +57,8 @@ ROWS = [
              "pixels, a single frame, or a flat frame)."),
             [q("sum by (source, outcome) (increase(prepwatch_clips_total{SEL}[$__rate_interval]))",
                "{{source}} {{outcome}}")],
-            w=6, custom=STACKED, defaults={'min': 0, 'decimals': 0},
-            links=[runbook(RUNBOOK, 'PrepwatchClipAugmentationInconsistent')],
+            w=6, custom=STACKED, defaults={"min": 0, "decimals": 0},
+            links=[runbook(RUNBOOK, "PrepwatchClipAugmentationInconsistent")],
         ),
         timeseries(
             "Check cost", "percentunit",
@@ -66,8 +66,8 @@ ROWS = [
              "Probes are budgeted to 1% by default."),
             [q("sum by (part) (rate(prepwatch_clip_check_seconds_total{SEL}[$__rate_interval]))",
                "clips {{part}}")],
-            w=24, h=6, custom=STACKED, defaults={'min': 0},
-            links=[runbook(RUNBOOK, 'PrepwatchClipAugmentationInconsistent')],
+            w=24, h=6, custom=STACKED, defaults={"min": 0},
+            links=[runbook(RUNBOOK, "PrepwatchClipAugmentationInconsistent")],
         ),
     ]),
 ]

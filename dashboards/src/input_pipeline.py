@@ -21,6 +21,7 @@ from .grafana import (
 
 # Narrow panels, few series each: legends as a list under the graph.
 lines = partial(timeseries, legend=LEGEND_LIST)
+spark = partial(stat, style=STAT_SPARK)  # stats with their sparkline
 THRESHOLD_LINES = {**LINES, "thresholdsStyle": {"mode": "dashed"}}  # the alert's thresholds drawn
 
 RUNBOOK = "input_pipeline"  # docs/runbooks/input_pipeline.md
@@ -39,21 +40,21 @@ ROWS = [
                "data wait {{run}}/{{rank}}")],
             w=12,
             custom=THRESHOLD_LINES,
-            defaults={'min': 0, 'max': 1, 'thresholds': thresholds('green', (0.1, 'orange'), (0.2, 'red'))},
-            links=[runbook(RUNBOOK, 'PrepwatchGpuStarvedByInput'), runbook(RUNBOOK,
-                                                                           'PrepwatchInputBoundWarning')],
+            defaults={"min": 0, "max": 1, "thresholds": thresholds("green", (0.1, "orange"), (0.2, "red"))},
+            links=[runbook(RUNBOOK, "PrepwatchGpuStarvedByInput"),
+                   runbook(RUNBOOK, "PrepwatchInputBoundWarning")],
         ),
-        stat(
+        spark(
             "Data-wait share", "percentunit",
             ("Share of step time spent waiting for the next batch, per rank. Warning above 10%, critical "
              "above 20% (see the rule file's Thresholds table)."),
             [q(("sum by (run, rank) (rate(prepwatch_data_wait_seconds_sum{SEL}[$__rate_interval]))\n"
                 "  / sum by (run, rank) (rate(prepwatch_step_duration_seconds_sum{SEL}[$__rate_interval]))"),
                "{{run}}/{{rank}}")],
-            w=4, style=STAT_SPARK,
-            defaults={'min': 0, 'max': 1, 'thresholds': thresholds('green', (0.1, 'orange'), (0.2, 'red'))},
-            links=[runbook(RUNBOOK, 'PrepwatchInputBoundWarning'), runbook(RUNBOOK,
-                                                                           'PrepwatchInputBoundCritical')],
+            w=4,
+            defaults={"min": 0, "max": 1, "thresholds": thresholds("green", (0.1, "orange"), (0.2, "red"))},
+            links=[runbook(RUNBOOK, "PrepwatchInputBoundWarning"),
+                   runbook(RUNBOOK, "PrepwatchInputBoundCritical")],
         ),
         lines(
             "Throughput", "suffix: samples/s",
@@ -77,7 +78,7 @@ ROWS = [
              q(("histogram_quantile(0.99, sum by (run, rank, le) "
                 "(rate(prepwatch_data_wait_seconds_bucket{SEL}[$__rate_interval])))"),
                "data wait p99 {{run}}/{{rank}}")],
-            w=9, links=[runbook(RUNBOOK, 'PrepwatchStepTimeUnstable')],
+            w=9, links=[runbook(RUNBOOK, "PrepwatchStepTimeUnstable")],
         ),
         lines(
             "Step time spread (p99 / p50)", "suffix:×",
@@ -93,27 +94,27 @@ ROWS = [
                "last 512 steps {{run}}/{{rank}}")],
             w=6,
             custom=THRESHOLD_LINES,
-            defaults={'min': 1, 'thresholds': thresholds('green', (3, 'orange'))},
-            links=[runbook(RUNBOOK, 'PrepwatchStepTimeUnstable')],
+            defaults={"min": 1, "thresholds": thresholds("green", (3, "orange"))},
+            links=[runbook(RUNBOOK, "PrepwatchStepTimeUnstable")],
         ),
-        stat(
+        spark(
             "Step time CV", "percentunit",
             "Coefficient of variation (std/mean) of the last 512 step periods.",
             [q("max by (run, rank) (prepwatch_step_duration_cv{SEL})", "{{run}}/{{rank}}")],
-            w=3, style=STAT_SPARK,
+            w=3,
         ),
-        stat(
+        spark(
             "Since last step", "s",
             ("Seconds since the loop last received a batch, or, before the first batch of a run, since it "
              "asked for one (alert above 600 s while the target is up)."),
             [q(("(time() - max by (run, rank) (prepwatch_last_step_timestamp_seconds{SEL})) or (time() - "
                 "max by (run, rank) (prepwatch_first_batch_wait_started_timestamp_seconds{SEL}))"),
                "{{run}}/{{rank}}")],
-            w=3, style=STAT_SPARK,
-            defaults={'thresholds': thresholds('green', (120, 'orange'), (600, 'red'))},
-            links=[runbook(RUNBOOK, 'PrepwatchTrainingStalled')],
+            w=3,
+            defaults={"thresholds": thresholds("green", (120, "orange"), (600, "red"))},
+            links=[runbook(RUNBOOK, "PrepwatchTrainingStalled")],
         ),
-        stat(
+        spark(
             "Time to first batch", "s",
             ("Wait for the first batch of each pass over a loader (worker start-up, cache warm-up): mean "
              "and worst over the job so far."),
@@ -123,7 +124,7 @@ ROWS = [
              q(("histogram_quantile(1, sum by (run, rank, le) "
                 "(prepwatch_first_batch_wait_seconds_bucket{SEL}))"),
                "worst (bucket bound) {{run}}/{{rank}}")],
-            w=3, style=STAT_SPARK,
+            w=3,
         ),
         lines(
             "Step time p50 per rank", "s",
@@ -132,7 +133,7 @@ ROWS = [
             [q(("histogram_quantile(0.5, sum by (run, rank, le) "
                 "(rate(prepwatch_step_duration_seconds_bucket{SEL}[$__rate_interval])))"),
                "{{run}}/{{rank}}")],
-            w=12, links=[runbook(RUNBOOK, 'PrepwatchStragglerRank')],
+            w=12, links=[runbook(RUNBOOK, "PrepwatchStragglerRank")],
         ),
         lines(
             "Steps per second", "suffix: steps/s",
@@ -147,8 +148,8 @@ ROWS = [
             "Worker fetch latency per sample", "s",
             "Per-sample time inside DataLoader workers (stage=total), as a heatmap of the histogram.",
             [q(("sum by (le) (rate(prepwatch_sample_fetch_seconds_bucket{SEL, "
-                'stage="total"}[$__rate_interval]))'), "{{le}}", fmt='heatmap')],
-            w=12, links=[runbook(RUNBOOK, 'PrepwatchInputBoundWarning')],
+                'stage="total"}[$__rate_interval]))'), "{{le}}", fmt="heatmap")],
+            w=12, links=[runbook(RUNBOOK, "PrepwatchInputBoundWarning")],
         ),
         lines(
             "Worker time per sample by stage", "s",
@@ -158,11 +159,11 @@ ROWS = [
                "{{stage}}")],
             w=6,
         ),
-        stat(
+        spark(
             "DataLoader workers", "short",
             "num_workers of the wrapped DataLoader (0 = loading in the training process).",
             [q("max by (run, rank) (prepwatch_dataloader_workers{SEL})", "{{run}}/{{rank}}")],
-            w=6, style=STAT_SPARK,
+            w=6,
         ),
         lines(
             "CPU by role", "suffix: cores",
@@ -193,15 +194,15 @@ ROWS = [
                "p99 {{run}}/{{rank}}")],
             w=6,
             custom=THRESHOLD_LINES,
-            defaults={'thresholds': thresholds('green', (0.02, 'orange'), (0.1, 'red'))},
-            links=[runbook(RUNBOOK, 'PrepwatchFileOpenLatencyHigh')],
+            defaults={"thresholds": thresholds("green", (0.02, "orange"), (0.1, "red"))},
+            links=[runbook(RUNBOOK, "PrepwatchFileOpenLatencyHigh")],
         ),
         lines(
             "Opens per second", "ops",
             "File opens per second by dataset code.",
             [q("sum by (run, rank) (rate(prepwatch_file_opens_total{SEL}[$__rate_interval]))",
                "{{run}}/{{rank}}")],
-            w=6, links=[runbook(RUNBOOK, 'PrepwatchSmallFileMetadataStorm')],
+            w=6, links=[runbook(RUNBOOK, "PrepwatchSmallFileMetadataStorm")],
         ),
         lines(
             "Bytes per open", "bytes",
@@ -210,7 +211,7 @@ ROWS = [
             [q(("sum by (run, rank) (rate(prepwatch_read_bytes_total{SEL}[$__rate_interval]))\n"
                 "  / sum by (run, rank) (rate(prepwatch_file_opens_total{SEL}[$__rate_interval]))"),
                "{{run}}/{{rank}}")],
-            w=6, links=[runbook(RUNBOOK, 'PrepwatchSmallFileMetadataStorm')],
+            w=6, links=[runbook(RUNBOOK, "PrepwatchSmallFileMetadataStorm")],
         ),
         lines(
             "Read throughput", "Bps",
@@ -227,8 +228,8 @@ ROWS = [
              "scrape). Empty without an NVIDIA driver: see prepwatch_gpu_available."),
             [q(('rate(prepwatch_gpu_busy_seconds_total{instance=~"$instance", '
                 'gpu=~"$gpu"}[$__rate_interval])'), "GPU {{gpu}} {{instance}}")],
-            w=12, defaults={'min': 0, 'max': 1},
-            links=[runbook(RUNBOOK, 'PrepwatchGpuStarvedByInput')],
+            w=12, defaults={"min": 0, "max": 1},
+            links=[runbook(RUNBOOK, "PrepwatchGpuStarvedByInput")],
         ),
         lines(
             "GPU memory used", "bytes",
@@ -237,48 +238,48 @@ ROWS = [
                 'gpu=~"$gpu"})'), "used GPU {{gpu}} {{instance}}"),
              q(('max by (instance, gpu) (prepwatch_gpu_memory_total_bytes{instance=~"$instance", '
                 'gpu=~"$gpu"})'), "total GPU {{gpu}} {{instance}}")],
-            w=12, defaults={'min': 0},
+            w=12, defaults={"min": 0},
         ),
     ]),
     Row("Targets", [
-        stat(
+        spark(
             "Ranks up", "short",
             "1 while a rank answers its node agent, 0 once it vanished without a clean shutdown.",
             [q("max by (instance, run, rank) (prepwatch_rank_up{SEL})", "{{run}}/{{rank}} {{instance}}")],
-            w=12, style=STAT_SPARK, defaults={'thresholds': thresholds('red', (1, 'green'))},
-            links=[runbook(RUNBOOK, 'PrepwatchRankLost')],
+            w=12, defaults={"thresholds": thresholds("red", (1, "green"))},
+            links=[runbook(RUNBOOK, "PrepwatchRankLost")],
         ),
-        stat(
+        spark(
             "Scrape targets up", "short",
             "Prometheus' own view: 1 when the endpoint answered the last scrape.",
             [q('max by (job, instance) (up{job=~".*prepwatch.*", instance=~"$instance"})',
                "{{job}} {{instance}}")],
-            w=6, style=STAT_SPARK, defaults={'thresholds': thresholds('red', (1, 'green'))},
-            links=[runbook(RUNBOOK, 'PrepwatchTargetDown')],
+            w=6, defaults={"thresholds": thresholds("red", (1, "green"))},
+            links=[runbook(RUNBOOK, "PrepwatchTargetDown")],
         ),
-        stat(
+        spark(
             "prepwatch internal errors", "short",
             ("Faults inside prepwatch that were survived (the job went on), by component, over the rate "
              "interval. Each kind is logged once by the process."),
             [q("sum by (component) (increase(prepwatch_internal_errors_total{SEL}[$__rate_interval]))",
                "{{component}}")],
-            w=6, style=STAT_SPARK, defaults={'thresholds': thresholds('green', (1, 'orange'))},
+            w=6, defaults={"thresholds": thresholds("green", (1, "orange"))},
         ),
     ]),
 ]
 
 
 DASHBOARD = Dashboard(
-    slug='input-pipeline',
-    title='prepwatch / Input pipeline',
+    slug="input-pipeline",
+    title="prepwatch / Input pipeline",
     description=("prepwatch: is the accelerator fed? Data-wait share, GPU busy, step time, workers, "
                  "storage IO."),
-    tags=['input-pipeline'],
-    metric='prepwatch_steps_total',
+    tags=["input-pipeline"],
+    metric="prepwatch_steps_total",
     rows=ROWS,
     extra_variables=[query_var("gpu", "GPU",
                                'label_values(prepwatch_gpu_busy_seconds_total{instance=~"$instance"}, gpu)',
                                sort=3)],
     runbook_page=RUNBOOK,
-    runbook_title='input pipeline alerts',
+    runbook_title="input pipeline alerts",
 )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from .grafana import (
     CONNECTED,
+    DASHED,
     STACKED,
     Dashboard,
     Row,
@@ -31,7 +32,7 @@ ROWS = [
                 "  / sum by (run, rank) "
                 "(rate(prepwatch_input_batches_checked_total{SEL}[$__rate_interval]))"), "{{run}}/{{rank}}")],
             w=6,
-            defaults={'thresholds': thresholds('green', (0.01, 'orange'), (0.5, 'red')), 'min': 0, 'max': 1},
+            defaults={"thresholds": thresholds("green", (0.01, "orange"), (0.5, "red")), "min": 0, "max": 1},
             links=OFF_CONTRACT,
         ),
         timeseries(
@@ -44,7 +45,7 @@ ROWS = [
                 "(increase(prepwatch_input_contract_violations_total{SEL}[$__rate_interval]))"), "{{kind}}")],
             w=12,
             custom={**STACKED, "fillOpacity": 60},
-            defaults={'min': 0, 'decimals': 0},
+            defaults={"min": 0, "decimals": 0},
             links=OFF_CONTRACT,
         ),
         stat(
@@ -52,7 +53,7 @@ ROWS = [
             "Batches the guard checked per second, per rank (serving, or eval batches in the demo).",
             [q("sum by (run, rank) (rate(prepwatch_input_batches_checked_total{SEL}[$__rate_interval]))",
                "{{run}}/{{rank}}")],
-            w=6, h=4, defaults={'thresholds': thresholds('green'), 'decimals': 2},
+            w=6, h=4, defaults={"thresholds": thresholds("green"), "decimals": 2},
         ),
         stat(
             "Channel order verifiable", "none",
@@ -61,10 +62,10 @@ ROWS = [
              "never names channel_order and says 'ambiguous' instead of guessing."),
             [q("max by (run, rank) (prepwatch_input_channel_order_verifiable{SEL})", "{{run}}/{{rank}}")],
             w=6, h=4,
-            defaults={'thresholds': thresholds('orange', (1, 'green')),
-                      'mappings': [{'type': 'value',
-                                    'options': {'0': {'text': 'ambiguous', 'index': 0},
-                                                '1': {'text': 'verifiable', 'index': 1}}}]},
+            defaults={"thresholds": thresholds("orange", (1, "green")),
+                      "mappings": [{"type": "value",
+                                    "options": {"0": {"text": "ambiguous", "index": 0},
+                                                "1": {"text": "verifiable", "index": 1}}}]},
         ),
     ]),
     Row("Train vs serve channel statistics (model-input units)", [
@@ -77,9 +78,8 @@ ROWS = [
             [q("avg by (stage, channel) (prepwatch_input_channel_mean{SEL})", "{{stage}} {{channel}}")],
             w=12,
             custom=CONNECTED,
-            overrides=[{'matcher': {'id': 'byRegexp', 'options': 'serve.*'},
-                        'properties': [{'id': 'custom.lineStyle',
-                                        'value': {'fill': 'dash', 'dash': [10, 10]}}]}],
+            overrides=[{"matcher": {"id": "byRegexp", "options": "serve.*"},
+                        "properties": [DASHED]}],
         ),
         timeseries(
             "Channel std: train vs serve", "none",
@@ -88,9 +88,8 @@ ROWS = [
             [q("avg by (stage, channel) (prepwatch_input_channel_std{SEL})", "{{stage}} {{channel}}")],
             w=12,
             custom=CONNECTED,
-            overrides=[{'matcher': {'id': 'byRegexp', 'options': 'serve.*'},
-                        'properties': [{'id': 'custom.lineStyle',
-                                        'value': {'fill': 'dash', 'dash': [10, 10]}}]}],
+            overrides=[{"matcher": {"id": "byRegexp", "options": "serve.*"},
+                        "properties": [DASHED]}],
         ),
         timeseries(
             "Serve mean minus train mean, in train std", "none",
@@ -113,9 +112,8 @@ ROWS = [
              q("max by (stage, channel) (prepwatch_input_channel_max{SEL})", "{{stage}} max {{channel}}")],
             w=12,
             custom=CONNECTED,
-            overrides=[{'matcher': {'id': 'byRegexp', 'options': 'serve.*'},
-                        'properties': [{'id': 'custom.lineStyle',
-                                        'value': {'fill': 'dash', 'dash': [10, 10]}}]}],
+            overrides=[{"matcher": {"id": "byRegexp", "options": "serve.*"},
+                        "properties": [DASHED]}],
         ),
     ]),
     Row("Contract and guard cost", [
@@ -125,10 +123,10 @@ ROWS = [
              "normalization was declared (Declared / torchvision Normalize) or inferred from the recorded "
              "range."),
             [q("max by (run, rank, source, layout, dtype) (prepwatch_input_contract_info{SEL})",
-               instant=True, fmt='table')],
+               instant=True, fmt="table")],
             w=8, h=7,
-            transformations=[{'id': 'organize',
-                              'options': {'excludeByName': {'Time': True, 'Value': True}}}],
+            transformations=[{"id": "organize",
+                              "options": {"excludeByName": {"Time": True, "Value": True}}}],
         ),
         timeseries(
             "Guard time per checked batch", "s",
@@ -156,13 +154,13 @@ ROWS = [
 
 
 DASHBOARD = Dashboard(
-    slug='inputs',
-    title='prepwatch / Inputs (normalization contract)',
+    slug="inputs",
+    title="prepwatch / Inputs (normalization contract)",
     description=("prepwatch: does the model receive the input it was trained on? Input contract "
                  "violations by kind, train vs serve channel statistics side by side, guard cost."),
-    tags=['inputs'],
-    metric='prepwatch_input_batches_checked_total',
+    tags=["inputs"],
+    metric="prepwatch_input_batches_checked_total",
     rows=ROWS,
     runbook_page=RUNBOOK,
-    runbook_title='normalization alerts',
+    runbook_title="normalization alerts",
 )
