@@ -263,7 +263,9 @@ def check_nvml(v: Verdicts, watch: prepwatch.Watch, cuda: bool, window: float) -
         if ours and (uuid is None or any(lab.get("uuid") == uuid for lab in ours)):
             break
         time.sleep(0.5)
-    if uuid is None and len(ours) == 1:
+    if len(ours) == 1 and not any(lab.get("uuid") == uuid for lab in ours):
+        print(f"# note: torch's uuid {uuid} is not among prepwatch's; using the one GPU it exports",
+              flush=True)
         uuid = ours[0].get("uuid")
     facts = nvml_probe(uuid) if uuid else {"mig": None, "samples": None, "error": "no uuid"}
     mine = [lab for lab in ours if lab.get("uuid") == uuid]
@@ -317,7 +319,8 @@ def check_nvml(v: Verdicts, watch: prepwatch.Watch, cuda: bool, window: float) -
         extra = f"; nvidia-smi memory.reserved {reserved[0]} MiB" if reserved else ""
         v("PASS" if ok else "FAIL", "nvml.memory",
           f"used prepwatch {used / 2**20:.0f} MiB vs nvidia-smi {smi_used / 2**20:.0f} MiB "
-          f"(diff {diff / 2**20:.0f} MiB); total {mem_total / 2**30:.1f} vs {smi_total / 2**30:.1f} GiB{extra}")
+          f"(diff {diff / 2**20:.0f} MiB); total {mem_total / 2**30:.1f} vs "
+          f"{smi_total / 2**30:.1f} GiB{extra}")
     if row is None:
         v("FAIL", "nvml.uuid", "nvidia-smi gave no uuid")
     else:
@@ -430,15 +433,18 @@ class Loop:
         self.mean = torch.tensor(MEAN, device=self.device).view(1, 3, 1, 1)
         self.std = torch.tensor(STD, device=self.device).view(1, 3, 1, 1)
         self.loss_sum = torch.zeros((), device=self.device)
-        every = 2 if quick else 10
-        self.class_health = watch.class_health(num_classes=self.classes, flush_every_steps=5 if quick else 50)
-        self.inputs = watch.inputs(declared=Declared(MEAN, STD), sample_every=every)
         from torchvision.transforms import v2
 
-        self.boxes = watch.boxes(transform=v2.RandomHorizontalFlip(0.5), sample_every=every,
-                                 probe_every=5 if quick else 50, probe_budget=0.05)
-        self.clips = watch.clips(sample_every=every, transform=consistent_brightness,
-                                 probe_every=5 if quick else 50, budget=0.05)
+        # Defaults everywhere (what users pay), denser cadences only for the short runs.
+        dense: dict[str, Any] = {"sample_every": 2} if quick else {}
+        probes: dict[str, Any] = {"probe_every": 5} if quick else {}
+        self.class_health = watch.class_health(num_classes=self.classes,
+                                               **({"flush_every_steps": 5} if quick else {}))
+        self.inputs = watch.inputs(declared=Declared(MEAN, STD), **dense)
+        self.boxes = watch.boxes(transform=v2.RandomHorizontalFlip(0.5), **dense, **probes,
+                                 **({"probe_budget": 0.05} if quick else {}))
+        self.clips = watch.clips(transform=consistent_brightness, **dense, **probes,
+                                 **({"budget": 0.05} if quick else {}))
         self.syncs: dict[str, list[str]] = {}
         self.calls = dict.fromkeys((*COMPONENTS, "inputs_guard", "eval"), 0)
         self.guard = False
@@ -544,24 +550,29 @@ def check_loop(v: Verdicts, watch: prepwatch.Watch, loop: Loop, *, prefix: str, 
     url = str(watch.url)
     catcher = SyncLog()
     log.addHandler(catcher)
-    dl = loop.dataloader((steps + eval_steps + 2) * loop.batch, pin=loop.device.type == "cuda")
+    pin = loop.device.type == "cuda"
+    dl = loop.dataloader((steps + 2) * loop.batch, pin=pin)
+    eval_dl = loop.dataloader(eval_steps * loop.batch, pin=pin)
     errors_before = internal_errors(url)
     before = component_evidence(url)
+    mode = torch.cuda.set_sync_debug_mode if debug_sync else (lambda _m: None)
     t0 = time.monotonic()
-    it = iter(dl)
     try:
-        # Set-up outside the debug mode: first calls allocate (pinned) buffers on purpose.
-        for batch in itertools.islice(it, 2):
+        for n, batch in enumerate(watch.loader(dl), 1):  # what a user writes
             loop.train_step(batch, on)
-        if loop.device.type == "cuda":
-            torch.cuda.synchronize()
-        mode = torch.cuda.set_sync_debug_mode if debug_sync else (lambda _m: None)
+            loop.calls["loader"] += 1
+            if n == 2:
+                # Set-up outside the debug mode: first calls allocate (pinned) buffers on purpose.
+                if pin:
+                    torch.cuda.synchronize()
+                mode("error")
+        mode("default")
         mode("error")
         try:
-            loop.run(it, on, steps)
-            with loop.class_health.evaluation("eval"):
-                for batch in itertools.islice(it, eval_steps):
-                    loop.eval_step(batch, on)
+            loop._call("class_health", lambda: loop.class_health.begin_eval("eval"))
+            for batch in eval_dl:
+                loop.eval_step(batch, on)
+            loop._call("class_health", lambda: loop.class_health.end_eval("eval"))
         finally:
             mode("default")
         # Guard (serving side) against the contract recorded above, on the eval batches.
@@ -569,14 +580,14 @@ def check_loop(v: Verdicts, watch: prepwatch.Watch, loop: Loop, *, prefix: str, 
         loop.guard = True
         mode("error")
         try:
-            for batch in itertools.islice(iter(dl), eval_steps):
+            for batch in eval_dl:
                 loop.eval_step(batch, frozenset({"inputs"}))
         finally:
             mode("default")
             loop.guard = False
     finally:
+        mode("default")
         log.removeHandler(catcher)
-        del it
     if loop.device.type == "cuda":
         torch.cuda.synchronize()
     loop.class_health.flush()
@@ -604,7 +615,8 @@ def check_loop(v: Verdicts, watch: prepwatch.Watch, loop: Loop, *, prefix: str, 
         if name == "boxes":
             fig += f", alignment probes +{moved.get('probes') or 0:g}"
         if name == "loop":
-            fig = f"{steps + 2} train + {eval_steps} eval steps in {wall:.1f}s, loss sum {loss:.3g} ({what})"
+            fig = (f"{steps + 2} train + {eval_steps} eval (+{eval_steps} guarded) steps in {wall:.1f}s, "
+                   f"loss sum {loss:.3g} ({what})")
         problems = []
         if syncs:
             problems.append(f"{len(syncs)} sync(s) raised: {syncs[0]}")
@@ -619,7 +631,8 @@ def check_loop(v: Verdicts, watch: prepwatch.Watch, loop: Loop, *, prefix: str, 
             v("PASS", f"{prefix}.{name}", f"{fig}; syncs as documented (one small copy per checked "
                                           f"batch): {problems[0]}")
             continue
-        v("FAIL" if problems else "PASS", f"{prefix}.{name}", fig + ("; " + "; ".join(problems) if problems else ""))
+        v("FAIL" if problems else "PASS", f"{prefix}.{name}",
+          fig + ("; " + "; ".join(problems) if problems else ""))
     off_loop = {t: f for t, f in swallowed.items() if t != "MainThread"}
     if off_loop:
         print(f"# note: errors in prepwatch threads (off the step path) during the run: {off_loop}")
@@ -672,8 +685,7 @@ def paired(bare: Callable[[], float], wrapped: Callable[[], float], rounds: int)
 
 def check_overhead(v: Verdicts, loop: Loop, *, prefix: str, rounds: int, steps: int, dry: bool) -> None:
     cuda = loop.device.type == "cuda"
-    dl = loop.dataloader(10**6 * loop.batch if not dry else 4 * steps * (rounds + 2) * loop.batch * 8,
-                         pin=cuda, persistent=True)
+    dl = loop.dataloader(10**6 * loop.batch, pin=cuda, persistent=True)
     source = iter(dl)
 
     def timed(on: frozenset) -> Callable[[], float]:
@@ -695,12 +707,12 @@ def check_overhead(v: Verdicts, loop: Loop, *, prefix: str, rounds: int, steps: 
         v(status, f"{prefix}.{name}", f"step {base * 1e3:.2f} ms bare, x{ratio:.3f} with {name} "
                                      f"({(ratio - 1) * 100:+.1f}%, median of {rounds} paired rounds of "
                                      f"{steps} steps; target < 5%){note}")
-    del source
     # data-wait share with pin_memory on and off: the same loop, all components off.
     if not cuda:
         v("SKIP", f"{prefix}.pin_memory", f"{NO_CUDA}: pinned memory only matters for host-to-GPU copies")
         return
-    loaders = {pin: iter(loop.dataloader(10**6 * loop.batch, pin=pin, persistent=True)) for pin in (True, False)}
+    loaders = {pin: iter(loop.dataloader(10**6 * loop.batch, pin=pin, persistent=True))
+               for pin in (True, False)}
 
     def share(pin: bool) -> tuple[float, float]:
         it = loaders[pin]
@@ -724,10 +736,20 @@ def check_overhead(v: Verdicts, loop: Loop, *, prefix: str, rounds: int, steps: 
     off = [statistics.median(x[k] for x in got[False]) for k in (0, 1)]
     v("PASS", f"{prefix}.pin_memory",
       f"data-wait share {on[0] * 100:.1f}% with pin_memory, {off[0] * 100:.1f}% without; step "
-      f"{on[1] * 1e3:.2f} vs {off[1] * 1e3:.2f} ms ({loop.workers} workers, batch {loop.batch}x3x{loop.size}^2)")
+      f"{on[1] * 1e3:.2f} vs {off[1] * 1e3:.2f} ms ({loop.workers} workers, "
+      f"batch {loop.batch}x3x{loop.size}^2)")
 
 
 # -- main -------------------------------------------------------------------------------------------
+def guarded(v: Verdicts, name: str, fn: Callable[[], None]) -> None:
+    """A check that crashes fails its own line; the others still run."""
+    try:
+        fn()
+    except Exception as exc:
+        v("FAIL", name, f"the check itself raised: {top_frame(exc)}")
+        traceback.print_exc(file=sys.stdout)
+
+
 def header(cuda: bool) -> None:
     when = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     gpu = torch.cuda.get_device_name(0) if cuda else "none"
@@ -757,21 +779,26 @@ def main(argv: Optional[list[str]] = None) -> int:
         check_gpu_tests(v, cuda, timeout=150)
     watch = prepwatch.start(run="gpu-check", port=0, sample_interval=0.2)
     try:
-        check_nvml(v, watch, cuda, window)
+        guarded(v, "nvml", lambda: check_nvml(v, watch, cuda, window))
         if cuda:
             loop = Loop(watch, "cuda", quick=args.quick, workers=4)
-            check_loop(v, watch, loop, prefix="sync", steps=40 if args.quick else 200,
-                       eval_steps=5 if args.quick else 20, debug_sync=True)
-            check_clips_on_cuda(v, watch, loop)
-            check_overhead(v, loop, prefix="overhead", rounds=3 if args.quick else 9,
-                           steps=10 if args.quick else 30, dry=False)
+            guarded(v, "sync", lambda: check_loop(
+                v, watch, loop, prefix="sync", steps=40 if args.quick else 200,
+                eval_steps=5 if args.quick else 20, debug_sync=True))
+            guarded(v, "sync.clips_cuda", lambda: check_clips_on_cuda(v, watch, loop))
+            guarded(v, "overhead", lambda: check_overhead(
+                v, loop, prefix="overhead", rounds=3 if args.quick else 9,
+                steps=10 if args.quick else 30, dry=False))
         else:
             v("SKIP", "sync", NO_CUDA)
+            v("SKIP", "sync.clips_cuda", NO_CUDA)
             v("SKIP", "overhead", NO_CUDA)
             if args.quick:
                 loop = Loop(watch, "cpu", quick=True, workers=2)
-                check_loop(v, watch, loop, prefix="cpu.loop", steps=10, eval_steps=3, debug_sync=False)
-                check_overhead(v, loop, prefix="cpu.overhead", rounds=1, steps=2, dry=True)
+                guarded(v, "cpu.loop", lambda: check_loop(
+                    v, watch, loop, prefix="cpu.loop", steps=10, eval_steps=3, debug_sync=False))
+                guarded(v, "cpu.overhead", lambda: check_overhead(
+                    v, loop, prefix="cpu.overhead", rounds=1, steps=2, dry=True))
     finally:
         prepwatch.stop()
     c = v.counts
