@@ -217,6 +217,8 @@ def nvml_probe(uuid: str) -> dict[str, Any]:
             except pynvml.NVMLError as exc:
                 if exc.value == pynvml.NVML_ERROR_NO_PERMISSION:
                     facts["samples"] = "no permission"
+                elif exc.value == pynvml.NVML_ERROR_NOT_SUPPORTED:
+                    facts["samples"] = "not supported"
                 elif exc.value in (pynvml.NVML_ERROR_NOT_FOUND, getattr(pynvml, "NVML_ERROR_NO_DATA", -1)):
                     facts["samples"] = "readable"  # empty buffer: readable, nothing new
                 else:
@@ -381,12 +383,13 @@ class Synthetic(Dataset):
         return image, label, boxes, clip, clip * 0.8  # the same gain on every frame
 
 
-def small_cnn(classes: int) -> nn.Module:
+def small_cnn(classes: int, width: int = 32) -> nn.Module:
     def block(cin: int, cout: int, stride: int) -> list[nn.Module]:
         return [nn.Conv2d(cin, cout, 3, stride, 1, bias=False), nn.BatchNorm2d(cout), nn.ReLU()]
 
-    return nn.Sequential(*block(3, 32, 1), *block(32, 64, 2), *block(64, 128, 2),
-                         nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(128, classes))
+    return nn.Sequential(*block(3, width, 1), *block(width, 2 * width, 2),
+                         *block(2 * width, 4 * width, 2), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                         nn.Linear(4 * width, classes))
 
 
 def flip_pair(image: torch.Tensor, boxes: Any) -> tuple[torch.Tensor, Any]:
@@ -440,7 +443,8 @@ class Loop:
         self.batch = 8 if quick else 128
         self.workers = workers
         torch.manual_seed(0)
-        self.model = small_cnn(self.classes).to(self.device)
+        # On a GPU, wide enough that a step is a few ms of kernels, not only launches.
+        self.model = small_cnn(self.classes, 32 if quick else 64).to(self.device)
         self.opt = torch.optim.SGD(self.model.parameters(), lr=0.05, momentum=0.9)
         self.mean = torch.tensor(MEAN, device=self.device).view(1, 3, 1, 1)
         self.std = torch.tensor(STD, device=self.device).view(1, 3, 1, 1)
@@ -803,7 +807,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     try:
         guarded(v, "nvml", lambda: check_nvml(v, watch, cuda, window))
         if cuda:
-            loop = Loop(watch, "cuda", quick=args.quick, workers=4)
+            loop = Loop(watch, "cuda", quick=args.quick, workers=6)
             guarded(v, "sync", lambda: check_loop(
                 v, watch, loop, prefix="sync", steps=40 if args.quick else 200,
                 eval_steps=5 if args.quick else 20, debug_sync=True))
