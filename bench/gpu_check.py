@@ -587,11 +587,16 @@ def check_loop(v: Verdicts, watch: prepwatch.Watch, loop: Loop, *, prefix: str, 
         mode("default")
         errors_train = internal_errors(url)
         # Guard (serving side) against the contract recorded above, on the eval batches.
-        loop.inputs.use(loop.inputs.contract())
-        loop.guard = True
-        mode("error")
-        for batch in eval_dl:
-            loop.eval_step(batch, frozenset({"inputs"}))
+        try:
+            loop.inputs.use(loop.inputs.contract())
+            no_contract = ""
+        except ValueError as exc:  # nothing recorded: the inputs line says why
+            no_contract = f"no contract to guard against ({exc})"
+        if not no_contract:
+            loop.guard = True
+            mode("error")
+            for batch in eval_dl:
+                loop.eval_step(batch, frozenset({"inputs"}))
     finally:
         mode("default")
         loop.guard = False
@@ -638,7 +643,9 @@ def check_loop(v: Verdicts, watch: prepwatch.Watch, loop: Loop, *, prefix: str, 
                 fig += f", alignment probe trials +{moved['probes']:g}"
             if not moved[name] and not (name == "inputs_guard" and debug_sync):
                 problems.append("its metric did not move")
-        if name == "inputs_guard" and debug_sync and problems and not syncs:
+        if name == "inputs_guard" and no_contract:
+            problems = [no_contract]
+        elif name == "inputs_guard" and debug_sync and problems and not syncs:
             # docs/normalization.md: the guard copies 4 numbers per image and channel of a GPU
             # batch to the host to decide, which synchronizes (check_every bounds it); under the
             # debug mode that copy raises inside the guard, which counts it and goes on.
@@ -685,8 +692,9 @@ def check_clips_on_cuda(v: Verdicts, watch: prepwatch.Watch, loop: Loop) -> None
         log.removeHandler(catcher)
     firsts = [top_frame(r.exc_info[1]) for r in catcher.records if r.exc_info and r.exc_info[1]]
     if syncs or swallowed:
+        first = (syncs or firsts or ["traceback logged once, earlier in the run"])[0]
         v("FAIL", "sync.clips_cuda", f"{calls} observe() calls on CUDA clips: {len(syncs)} raised, "
-                                     f"{swallowed:g} caught inside ({(syncs or firsts or ['?'])[0]}); "
+                                     f"{swallowed:g} caught inside ({first}); "
                                      "a sampled call copies CUDA clips to the host synchronously")
     elif sampled:
         v("PASS", "sync.clips_cuda", f"{calls} observe() calls on CUDA clips, {moved:g} measured, no sync")
