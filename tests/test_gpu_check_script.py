@@ -53,7 +53,7 @@ def assert_gpu_checks_skipped(got: dict[str, tuple[str, str]]) -> None:
 
 
 def test_without_cuda_every_gpu_check_skips_with_its_reason_and_exits_0():
-    _, lines = run_script(timeout=60)
+    _, lines = run_script(timeout=180)
     got = verdicts(lines)
     assert_gpu_checks_skipped(got)
     assert not [n for n in got if n.startswith("cpu.")]  # the CPU loop only with --quick
@@ -61,7 +61,7 @@ def test_without_cuda_every_gpu_check_skips_with_its_reason_and_exits_0():
 
 
 def test_quick_runs_the_loop_code_on_cpu_with_every_component_reporting_steps():
-    _, lines = run_script("--quick", timeout=120)
+    _, lines = run_script("--quick", timeout=300)
     got = verdicts(lines)
     assert_gpu_checks_skipped(got)
     status, text = got["cpu.loop.loop"]
