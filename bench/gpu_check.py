@@ -810,7 +810,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     if args.no_tests:
         v("SKIP", "tests.gpu", "--no-tests")
     else:
-        check_gpu_tests(v, cuda, timeout=150)
+        check_gpu_tests(v, cuda, timeout=100)
     watch = prepwatch.start(run="gpu-check", port=0, sample_interval=0.2)
     try:
         guarded(v, "nvml", lambda: check_nvml(v, watch, cuda, window))
