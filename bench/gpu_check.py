@@ -60,7 +60,7 @@ import prepwatch  # noqa: E402
 
 # --- prepwatch internals used by this script: the only ones (fix these paths after the
 # --- package layout changes; everything else goes through prepwatch.start and Watch).
-from prepwatch.checks.normalization import Declared  # noqa: E402
+from prepwatch.checks.inputs import Declared  # noqa: E402
 from prepwatch.sources.nvml import Nvml  # noqa: E402
 
 # -----------------------------------------------------------------------------------------
@@ -646,7 +646,7 @@ def check_loop(v: Verdicts, watch: prepwatch.Watch, loop: Loop, *, prefix: str, 
         if name == "inputs_guard" and no_contract:
             problems = [no_contract]
         elif name == "inputs_guard" and debug_sync and problems and not syncs:
-            # docs/normalization.md: the guard copies 4 numbers per image and channel of a GPU
+            # docs/inputs.md: the guard copies 4 numbers per image and channel of a GPU
             # batch to the host to decide, which synchronizes (check_every bounds it); under the
             # debug mode that copy raises inside the guard, which counts it and goes on.
             v("PASS", f"{prefix}.{name}", f"{fig}; syncs as documented (one small copy per checked "

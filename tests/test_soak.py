@@ -1,6 +1,6 @@
 """Soak: the demo with workers and every check on, scraped every second.
 
-Bound (stated): after a warm-up (25 s and 150 training steps, so a busy machine that runs
+Bound (stated): after a warm-up (25 s and 40 training steps, so a busy machine that runs
 the demo slowly is not still loading it), neither the agent nor the job grows by more than
 40 MiB RSS or 8 open file descriptors over the rest of the run. Leaks that matter
 (a series, a file or a socket per step, per scrape or per worker restart) exceed it
@@ -20,7 +20,7 @@ import pytest
 
 SOAK_SECONDS = 100
 WARMUP = 25
-WARMUP_STEPS = 150
+WARMUP_STEPS = 40
 RSS_BOUND = 40 * 2**20
 FD_BOUND = 8
 
