@@ -19,6 +19,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import urllib.error
 import urllib.parse
 import urllib.request
 from pathlib import Path
@@ -95,15 +96,16 @@ def procs(tmp_path: Path):
 
 
 def start_prometheus(procs: Procs, work: Path, sd_dir: Path) -> str:
+    """Prometheus on the shipped deploy/slurm/prometheus.yml: its scrape job, file_sd and
+    rule files, with the test's folder, 1 s intervals and no remote store."""
     prometheus = require_binary("prometheus")
     port = free_port()
-    config = {
-        "global": {"scrape_interval": "1s", "scrape_timeout": "1s", "evaluation_interval": "1s"},
-        "scrape_configs": [{
-            "job_name": "prepwatch-slurm",
-            "file_sd_configs": [{"files": [str(sd_dir / "*.json")], "refresh_interval": "2s"}],
-        }],
-    }
+    config = yaml.safe_load((ROOT / "deploy" / "slurm" / "prometheus.yml").read_text())
+    config["global"].update(scrape_interval="1s", scrape_timeout="1s", evaluation_interval="1s")
+    config["rule_files"] = [str(ROOT / "alerts" / "*.rules.yml")]
+    (job,) = config["scrape_configs"]
+    job["file_sd_configs"] = [{"files": [str(sd_dir / "*.json")], "refresh_interval": "2s"}]
+    del config["remote_write"]
     (work / "prometheus.yml").write_text(yaml.safe_dump(config))
     procs.start("prometheus", [
         prometheus, f"--config.file={work / 'prometheus.yml'}",
@@ -111,13 +113,21 @@ def start_prometheus(procs: Procs, work: Path, sd_dir: Path) -> str:
         "--log.level=warn",
     ], dict(os.environ))
     url = f"http://127.0.0.1:{port}"
-    wait_for(lambda: urllib.request.urlopen(f"{url}/-/ready", timeout=2).status == 200, 30)
+    wait_for(lambda: get(f"{url}/-/ready"), 30)
     return url
 
 
+def get(url: str) -> bytes:
+    try:
+        with urllib.request.urlopen(url, timeout=5) as resp:
+            return resp.read()
+    except urllib.error.HTTPError as exc:  # e.g. 503 while Prometheus starts: close its body
+        exc.close()
+        raise
+
+
 def query(url: str, expr: str) -> list[dict]:
-    body = json.loads(urllib.request.urlopen(
-        f"{url}/api/v1/query?" + urllib.parse.urlencode({"query": expr}), timeout=5).read())
+    body = json.loads(get(f"{url}/api/v1/query?" + urllib.parse.urlencode({"query": expr})))
     assert body["status"] == "success", body
     return body["data"]["result"]
 
@@ -178,6 +188,10 @@ def test_two_nodes_two_ranks_each_found_through_file_sd(tmp_path: Path, procs: P
     # The agents' own series carry the run too, so node-level and rank-level series join.
     assert {s["metric"]["node"] for s in query(prom, f'prepwatch_build_info{{run="{RUN}"}}')} == set(nodes)
 
+    # The fleet recording counts the run's ranks across both nodes, as one series.
+    wait_for(lambda: [s["value"][1] for s in query(prom, "namespace_run:prepwatch_ranks:count")] == ["4"],
+             30, every=1.0)
+
     # A node's agent stopping (the job ends there, srun sends SIGTERM) takes its target away.
     (agent_b,) = [p for name, p in procs.started if name == "agent-node-b"]
     agent_b.send_signal(signal.SIGTERM)
@@ -185,7 +199,7 @@ def test_two_nodes_two_ranks_each_found_through_file_sd(tmp_path: Path, procs: P
     assert not (sd_dir / f"prepwatch-{JOB_ID}-node-b.json").exists()
 
     def only_node_a() -> bool:
-        body = json.loads(urllib.request.urlopen(f"{prom}/api/v1/targets", timeout=5).read())
+        body = json.loads(get(f"{prom}/api/v1/targets"))
         return [t["labels"]["node"] for t in body["data"]["activeTargets"]] == ["node-a"]
 
     wait_for(only_node_a, 60, every=1.0)
@@ -234,6 +248,15 @@ def test_slurm_run_starts_agents_runs_the_job_and_cleans_up(tmp_path: Path) -> N
                    "targets": [f"prepwatch-{JOB_ID}-node-a.json"], "ranks_dir": True}, res.stderr
     assert list(sd_dir.iterdir()) == [], "target files must go with the job"
     assert not state.exists(), "the node agent removes its state directory"
+
+
+def test_shipped_prometheus_config_is_valid() -> None:
+    res = subprocess.run([require_binary("promtool"), "check", "config",
+                          str(ROOT / "deploy" / "slurm" / "prometheus.yml")],
+                         capture_output=True, text=True, timeout=60)
+    assert res.returncode == 0, res.stdout + res.stderr
+    n_rules = len(list((ROOT / "alerts").glob("*.rules.yml")))
+    assert f"SUCCESS: {n_rules} rule files found" in res.stdout, res.stdout
 
 
 def test_slurm_run_outside_a_job_is_a_clear_error(tmp_path: Path) -> None:
