@@ -141,15 +141,19 @@ def run_node(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     node = node_name(env)
     sd_dir = _sd_dir(args)
     run_name = args.run_name or env.get("PREPWATCH_RUN") or None
+    stop = threading.Event()  # before the agent exists: srun's SIGTERM must reach the cleanup
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
     agent = start_agent(args, args.state_dir or default_state_dir(jid),
                         sanitize_label_value(run_name) if run_name else None)
     path = target_path(sd_dir, jid, node)
-    stop = threading.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: stop.set())
     try:
-        write_target(path, f"{_advertise(args, node)}:{agent.server.port}",
-                     {"slurm_job_id": jid, "node": node})
+        address = _advertise(args, node)
+        if address.startswith("127.") or address in ("localhost", "[::1]"):
+            print(f"prepwatch slurm: node {node} advertises {address}, reachable only from this "
+                  "node; for a Prometheus elsewhere pass --host 0.0.0.0 (or the node's address)",
+                  file=sys.stderr, flush=True)
+        write_target(path, f"{address}:{agent.server.port}", {"slurm_job_id": jid, "node": node})
         print(f"prepwatch slurm: node {node} serving {agent.url}, target file {path}",
               file=sys.stderr, flush=True)
         while not stop.wait(1.0):
