@@ -337,6 +337,7 @@ def test_node_agent_and_its_jobs_share_the_state_dir_and_uid() -> None:
     (init,) = agent_spec["initContainers"]
     uid = agent_spec["securityContext"]["runAsUser"]
     assert f"chown {uid}:{uid}" in " ".join(init["command"])
+    assert "--no-process-tree" in agent_c["command"]  # the ranks' pids are from other namespaces
     nvidia = {e["name"]: e.get("value") for e in agent_c["env"]}
     assert nvidia["NVIDIA_VISIBLE_DEVICES"] == "all" and nvidia["NVIDIA_DRIVER_CAPABILITIES"] == "utility"
 

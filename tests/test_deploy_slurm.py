@@ -173,7 +173,11 @@ def test_two_nodes_two_ranks_each_found_through_file_sd(tmp_path: Path, procs: P
         found = query(prom, 'prepwatch_steps_total{job="prepwatch-slurm"} > 0')
         return found if len(found) == 4 else []
 
-    series = wait_for(four_ranks, 90, every=1.0)
+    try:
+        series = wait_for(four_ranks, 180, every=1.0)
+    except AssertionError as exc:
+        seen_now = query(prom, 'prepwatch_steps_total{job="prepwatch-slurm"}')
+        raise AssertionError(f"{exc}\nnow: {seen_now}\n{procs.tails()}") from None
     seen = {(s["metric"]["rank"], s["metric"]["node"]) for s in series}
     assert seen == {("0", "node-a"), ("1", "node-a"), ("2", "node-b"), ("3", "node-b")}
     for s in series:
