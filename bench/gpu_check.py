@@ -508,7 +508,7 @@ class Loop:
         logits = self._call("loop", step)
         if logits is not None and "class_health" in on:
             self.calls["class_health"] += 1
-            self._call("class_health", lambda: self.watch.train_predictions(logits, y))
+            self._call("class_health", lambda: self.watch.class_health().train_predictions(logits, y))
 
     def eval_step(self, batch: tuple, on: frozenset) -> None:
         image, label = batch[0], batch[1]
@@ -522,7 +522,7 @@ class Loop:
                 self._call("inputs_guard", lambda: self.inputs.guard(x))
             logits = self._call("loop", lambda: self.model(x))
             if logits is not None and "class_health" in on:
-                self._call("class_health", lambda: self.watch.eval_predictions(logits, y))
+                self._call("class_health", lambda: self.watch.class_health().eval_predictions(logits, y))
 
     def run(self, batches: Any, on: frozenset, steps: int) -> int:
         """``steps`` train steps from ``batches``; the loader is watched when 'loader' is on."""

@@ -62,6 +62,7 @@ class Agent:
         basic_auth: Optional[tuple[str, str]] = None,
         tls: Optional[tuple[str, str]] = None,
         owns_state_dir: bool = False,
+        watch_processes: bool = True,
     ) -> None:
         self.owns_state_dir = owns_state_dir
         if state_dir is None:
@@ -77,7 +78,10 @@ class Agent:
             local=({"run": run} if run else {}, reg),
         )
         self._sources = (
-            list(start_sources(self.ctx, pids=self.aggregator.pids, interval=sample_interval))
+            # watch_processes=False: the ranks' pids belong to another PID namespace (a node
+            # DaemonSet) and would name other processes here; GPUs are then all exported.
+            list(start_sources(self.ctx, pids=self.aggregator.pids if watch_processes else list,
+                               interval=sample_interval))
             if sources else []
         )
         self.collector = self.aggregator

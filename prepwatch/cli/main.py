@@ -15,6 +15,7 @@ from prepwatch._version import __version__
 SUBCOMMANDS = {
     "run": ("prepwatch.cli.run", "run a training command with the agent attached"),
     "agent": ("prepwatch.cli.agent", "serve every prepwatch job on this node on one endpoint"),
+    "slurm": ("prepwatch.cli.slurm", "one agent per node of a Slurm job, with file_sd targets"),
     "demo": ("prepwatch.cli.demo", "run a small CPU training job with every signal on"),
     "probe-io": ("prepwatch.cli.probe_io", "measure a dataset directory's storage"),
     "check-transform": ("prepwatch.cli.check_transform", "check that a transform moves boxes with pixels"),
