@@ -139,6 +139,9 @@ class WatchedLoader(Generic[T]):
             try:
                 wait.observe(t1 - t0)
                 period = t1 - prev
+                if loop.excluded:  # framework time (evaluation, checkpoints) marked by an integration
+                    period -= loop.excluded
+                    loop.excluded = 0.0
                 step.observe(period)
                 pos = loop.ring_pos
                 ring[pos & _MASK] = period
