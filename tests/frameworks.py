@@ -1,0 +1,101 @@
+"""Shared by the framework integration tests: tiny data, a hand-wrapped reference loop,
+and the loop figures read from a real scrape of the endpoint."""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from typing import Any
+
+import torch
+from helpers import scrape, value
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+torch.set_num_threads(1)
+
+SEQ = 16
+VOCAB = 100
+
+
+class TokenDataset(torch.utils.data.Dataset):
+    """Synthetic token sequences; the label is the first token's parity (learnable).
+
+    ``sleep`` per sample plants a slow input pipeline; ``fail_at`` raises on that index.
+    """
+
+    def __init__(self, n: int, sleep: float = 0.0, fail_at: int | None = None, seed: int = 0) -> None:
+        g = torch.Generator().manual_seed(seed)
+        self.x = torch.randint(5, VOCAB, (n, SEQ), generator=g)
+        self.sleep = sleep
+        self.fail_at = fail_at
+
+    def __len__(self) -> int:
+        return len(self.x)
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        if self.fail_at is not None and i == self.fail_at:
+            raise RuntimeError(f"planted failure at sample {i}")
+        if self.sleep:
+            time.sleep(self.sleep)
+        return {"input_ids": self.x[i], "attention_mask": torch.ones(SEQ, dtype=torch.long),
+                "labels": int(self.x[i, 0] % 2)}
+
+
+def tiny_bert() -> torch.nn.Module:
+    """A 1-layer BERT for sequence classification, built from its config (no download)."""
+    from transformers import BertConfig, BertForSequenceClassification
+
+    torch.manual_seed(0)
+    cfg = BertConfig(vocab_size=VOCAB, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                     intermediate_size=64, max_position_embeddings=SEQ * 2, num_labels=2)
+    return BertForSequenceClassification(cfg)
+
+
+FIGURES = {
+    "wait": "prepwatch_data_wait_seconds_sum",
+    "waits": "prepwatch_data_wait_seconds_count",
+    "period": "prepwatch_step_duration_seconds_sum",
+    "periods": "prepwatch_step_duration_seconds_count",
+    "first": "prepwatch_first_batch_wait_seconds_count",
+    "steps": "prepwatch_steps_total",
+    "samples": "prepwatch_samples_total",
+    "fetches": "prepwatch_sample_fetch_seconds_count",
+}
+
+
+def figures(watch: Any) -> dict[str, float]:
+    samples = scrape(watch.url)
+    out = {}
+    for key, name in FIGURES.items():
+        labels = {"stage": "total"} if key == "fetches" else {}
+        out[key] = value(samples, name, **labels) or 0.0
+    return out
+
+
+def delta(after: dict[str, float], before: dict[str, float]) -> dict[str, float]:
+    d = {k: after[k] - before[k] for k in FIGURES}
+    d["share"] = d["wait"] / d["period"] if d["period"] > 0 else math.nan
+    return d
+
+
+def hand_loop(watch: Any, model: torch.nn.Module, dataset: Any, *, batch_size: int,
+              accumulation: int, workers: int = 0) -> None:
+    """The reference: the documented one line in a hand-written loop with accumulation."""
+    dl = torch.utils.data.DataLoader(dataset, batch_size=batch_size, num_workers=workers)
+    opt = torch.optim.AdamW(model.parameters(), lr=5e-5)
+    model.train()
+    n = len(dl)
+    for i, batch in enumerate(watch.loader(dl)):
+        loss = model(**batch).loss / accumulation
+        loss.backward()
+        if (i + 1) % accumulation == 0 or i + 1 == n:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            opt.step()
+            opt.zero_grad()
+
+
+def input_bound(d: dict[str, float]) -> bool:
+    """PrepwatchInputBoundWarning's condition (alerts/input_pipeline.rules.yml) on a run's
+    increases: data-wait seconds over step-duration seconds above 0.10 (no GPU here)."""
+    return d["share"] > 0.10
