@@ -12,6 +12,10 @@ import torch
 from helpers import scrape, value
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+# One thread for every loop compared: Lightning sets torch's thread count from the CPU count
+# unless OMP_NUM_THREADS is set, which would give it a different compute speed than the
+# hand-written reference.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 torch.set_num_threads(1)
 
 SEQ = 16
@@ -49,7 +53,7 @@ def tiny_bert() -> torch.nn.Module:
     torch.manual_seed(0)
     cfg = BertConfig(vocab_size=VOCAB, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
                      intermediate_size=64, max_position_embeddings=SEQ * 2, num_labels=2)
-    return BertForSequenceClassification(cfg)
+    return with_device_time(BertForSequenceClassification(cfg))
 
 
 FIGURES = {
@@ -99,3 +103,65 @@ def input_bound(d: dict[str, float]) -> bool:
     """PrepwatchInputBoundWarning's condition (alerts/input_pipeline.rules.yml) on a run's
     increases: data-wait seconds over step-duration seconds above 0.10 (no GPU here)."""
     return d["share"] > 0.10
+
+
+class ImageDataset(torch.utils.data.Dataset):
+    """Synthetic images in [0, 1] (N, 3, 16, 16); label: which half is brighter."""
+
+    def __init__(self, n: int, sleep: float = 0.0, fail_at: int | None = None, seed: int = 0) -> None:
+        g = torch.Generator().manual_seed(seed)
+        self.x = torch.rand(n, 3, 16, 16, generator=g)
+        self.y = (self.x[:, :, :8].mean((1, 2, 3)) > self.x[:, :, 8:].mean((1, 2, 3))).long()
+        self.sleep = sleep
+        self.fail_at = fail_at
+
+    def __len__(self) -> int:
+        return len(self.x)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.fail_at is not None and i == self.fail_at:
+            raise RuntimeError(f"planted failure at sample {i}")
+        if self.sleep:
+            time.sleep(self.sleep)
+        return self.x[i], self.y[i]
+
+
+def tiny_cnn() -> torch.nn.Module:
+    torch.manual_seed(0)
+    return with_device_time(torch.nn.Sequential(
+        torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.ReLU(), torch.nn.AdaptiveAvgPool2d(1),
+        torch.nn.Flatten(), torch.nn.Linear(8, 2),
+    ))
+
+
+DEVICE_TIME = 0.015  # s per training forward
+
+
+def with_device_time(model: torch.nn.Module, seconds: float = DEVICE_TIME) -> torch.nn.Module:
+    """Each training forward also waits ``seconds``, as a loop waits on an accelerator.
+
+    The loops compared must spend the same time per step outside their data wait; CPU
+    compute on a shared 2-core runner swings by 2x between two runs, a sleep does not, and
+    a framework's own few milliseconds per step stay a small part of the step.
+    """
+
+    def hook(module: torch.nn.Module, args: tuple) -> None:
+        if module.training:
+            time.sleep(seconds)
+
+    model.register_forward_pre_hook(hook)
+    return model
+
+
+def hand_loop_images(watch: Any, model: torch.nn.Module, dataset: Any, *, batch_size: int,
+                     accumulation: int = 1, workers: int = 0) -> None:
+    dl = torch.utils.data.DataLoader(dataset, batch_size=batch_size, num_workers=workers)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    model.train()
+    n = len(dl)
+    for i, (x, y) in enumerate(watch.loader(dl)):
+        loss = torch.nn.functional.cross_entropy(model(x), y) / accumulation
+        loss.backward()
+        if (i + 1) % accumulation == 0 or i + 1 == n:
+            opt.step()
+            opt.zero_grad()

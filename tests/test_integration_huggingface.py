@@ -16,9 +16,9 @@ pytest.importorskip("accelerate")
 
 from frameworks import TokenDataset, delta, figures, hand_loop, input_bound, tiny_bert  # noqa: E402
 
-N, BATCH = 256, 8
+N, BATCH = 64, 2  # 32 batches; few, long sleeps: a busy runner stretches each wake-up
 BATCHES = N // BATCH
-SLOW = 0.01  # s per sample: 80 ms per batch, most of a tiny step even on a busy 2-core runner
+SLOW = 0.02  # s per sample: 40 ms per batch against ~20 ms of step (tests/frameworks.py)
 # accelerate's DataLoaderShard fetches one batch ahead: the Trainer's first wait holds two
 # fetches and its last none. Over 32 batches that moves 1/31 of the wait out of the share.
 
@@ -122,7 +122,7 @@ def test_class_recall_from_trainer_evaluation(watch, tmp_path):
                        accumulation=4, eval_every=1, eval_dataset=eval_set)
     samples = scrape(watch.url)
     labels = [int(x % 2) for x in eval_set.x[:, 0]]
-    evaluations = 2  # one per optimizer step
+    evaluations = (64 // BATCH) // 4  # one per optimizer step
     for cls in (0, 1):
         assert value(samples, "prepwatch_class_samples_total", split="eval", **{"class": str(cls)}) \
             == labels.count(cls) * evaluations

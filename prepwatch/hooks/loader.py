@@ -80,6 +80,8 @@ class WatchedLoader(Generic[T]):
         else:
             self._sizer = BatchSizer(batch_size)
         dl = dataloader if dataloader is not None else (iterable if _is_dataloader(iterable) else None)
+        # accelerate's prepared loaders pass for DataLoaders; the one whose workers run is inside
+        dl = getattr(dl, "base_dataloader", dl) if dl is not None else None
         if dl is not None:
             loop.workers.set(float(dl.num_workers))
             if worker_timing:
