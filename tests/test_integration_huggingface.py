@@ -107,7 +107,8 @@ def test_exception_in_a_step_leaves_no_state(watch, tmp_path, where):
              eval_every=4, eval_dataset=TokenDataset(16, 0.005))
     run2 = delta(figures(watch), before)
     # exactly this run's batches and periods: nothing of the interrupted pass observed late
-    assert (run2["steps"], run2["samples"], run2["waits"], run2["periods"]) == (BATCHES, N, BATCHES - 1, BATCHES - 1)
+    assert (run2["steps"], run2["samples"], run2["waits"], run2["periods"]) == \
+        (BATCHES, N, BATCHES - 1, BATCHES - 1)
     assert watch.loop.excluded == 0.0
     assert 0.1 < run2["share"] <= 1.0, run2
 
