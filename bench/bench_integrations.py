@@ -120,6 +120,39 @@ def accelerate(with_integration: bool, out: str) -> float:
     return (time.perf_counter() - t0) / STEPS
 
 
+def mechanisms(quick: bool) -> dict[str, dict[str, float]]:
+    """Each integration's per-batch path alone, over ready-made batches (as bench_loader's
+    hook_only): the framework runs above cannot resolve microseconds on a shared VM."""
+    from bench.common import alternate
+    from prepwatch.integrations._core import StepMarks
+    from prepwatch.integrations._grouped import GroupedLoader
+    from prepwatch.integrations.lightning import _MarkedLoader
+
+    watch = prepwatch.current()
+    assert watch is not None
+    batches = [(torch.zeros(8, 16), torch.zeros(8, dtype=torch.long))] * 2000
+    marks = StepMarks(watch)
+
+    def marked_steps(it: Any) -> int:
+        n = 0
+        for _ in it:
+            marks.step_end()  # the callback's on_step_end / on_train_batch_end
+            n += 1
+        return n
+
+    hf1 = GroupedLoader(batches, watch.loop, watch.worker_stats, group=1)
+    hf4 = GroupedLoader(batches, watch.loop, watch.worker_stats, group=4)
+    light = _MarkedLoader(batches, watch.loop, watch.worker_stats, marks=marks)
+    rounds = 10 if quick else 40
+    return {
+        "hf_path_accum1": alternate(lambda: sum(1 for _ in batches),
+                                    lambda: marked_steps(hf1._generate(marks.wrap(iter(batches)))), rounds),
+        "hf_path_accum4": alternate(lambda: sum(1 for _ in batches),
+                                    lambda: marked_steps(hf4._generate(marks.wrap(iter(batches)))), rounds),
+        "lightning_path": alternate(lambda: sum(1 for _ in batches), lambda: marked_steps(light), rounds),
+    }
+
+
 def paired(fn: Callable[[bool, str], float], rounds: int, out: str) -> dict[str, float]:
     fn(False, out), fn(True, out)  # warm-up: imports, allocator
     bare, wrapped, diffs = [], [], []
@@ -144,10 +177,11 @@ def run(quick: bool = False) -> dict:
         logging.getLogger(name).setLevel(logging.ERROR)
     prepwatch.stop()
     prepwatch.start(run="bench-integrations", port=0, sources=False)
-    rounds = 4 if quick else 12
+    rounds = 4 if quick else 8
     out = tempfile.mkdtemp(prefix="prepwatch-bench-")
     try:
         return {
+            **mechanisms(quick),
             "huggingface_trainer": paired(huggingface, rounds, out),
             "huggingface_trainer_accum4": paired(
                 lambda flag, o: huggingface(flag, o, accumulation=4), rounds, out),

@@ -23,7 +23,7 @@ pytestmark = pytest.mark.filterwarnings("ignore::FutureWarning", "ignore::UserWa
 
 N, BATCH = 64, 2  # 32 batches; few, long sleeps: a busy runner stretches each wake-up
 BATCHES = N // BATCH
-SLOW = 0.02  # s per sample: 40 ms per batch against ~15 ms of step (tests/frameworks.py)
+SLOW = 0.03  # s per sample: 60 ms per batch against ~15 ms of step plus Lightning's own per-step work
 
 
 class Module(pl.LightningModule):
@@ -131,3 +131,44 @@ def test_exception_in_a_step_leaves_no_state(watch):
         (BATCHES, N, BATCHES - 1, BATCHES - 1)
     assert watch.loop.excluded == 0.0
     assert 0.1 < run2["share"] <= 1.0, run2
+
+
+class _Report(pl.Callback):
+    """In each DDP rank: scrape that rank's own endpoint at the end of training."""
+
+    def __init__(self, out_dir: str) -> None:
+        self.out_dir = out_dir
+
+    def on_train_end(self, trainer, pl_module):
+        import json
+        from pathlib import Path
+
+        from helpers import scrape
+
+        import prepwatch
+
+        samples = scrape(prepwatch.current().url)
+        found = {f"{name}|{dict(labels).get('rank')}": v for (name, labels), v in samples.items()
+                 if name in ("prepwatch_steps_total", "prepwatch_samples_total",
+                             "prepwatch_step_duration_seconds_count")}
+        Path(self.out_dir, f"rank{trainer.global_rank}.json").write_text(json.dumps(found))
+
+
+@pytest.mark.slow
+def test_ddp_spawn_on_cpu_gloo_ranks_from_trainer(tmp_path):
+    import json
+
+    from prepwatch.integrations.lightning import PrepwatchCallback
+
+    trainer = pl.Trainer(
+        accelerator="cpu", devices=2, strategy="ddp_spawn", max_epochs=1, logger=False,
+        enable_progress_bar=False, enable_model_summary=False, enable_checkpointing=False,
+        callbacks=[PrepwatchCallback(run="ddp", port=0, sources=False), _Report(str(tmp_path))],
+    )
+    trainer.fit(Module(), train_dataloaders=loader(ImageDataset(32)))
+    for rank in (0, 1):
+        got = json.loads((tmp_path / f"rank{rank}.json").read_text())
+        # each rank exports under its own rank label, from the Trainer (no RANK in the env)
+        # and counts its own shard: 16 of the 32 samples, 8 batches of 2
+        assert got == {f"prepwatch_steps_total|{rank}": 8.0, f"prepwatch_samples_total|{rank}": 16.0,
+                       f"prepwatch_step_duration_seconds_count|{rank}": 7.0}, got
