@@ -137,6 +137,17 @@ def tiny_cnn() -> torch.nn.Module:
 DEVICE_TIME = 0.015  # s per training forward
 
 
+class _DeviceTime:
+    """A forward pre-hook that sleeps while training (a class: ddp_spawn pickles it)."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+
+    def __call__(self, module: torch.nn.Module, args: tuple) -> None:
+        if module.training:
+            time.sleep(self.seconds)
+
+
 def with_device_time(model: torch.nn.Module, seconds: float = DEVICE_TIME) -> torch.nn.Module:
     """Each training forward also waits ``seconds``, as a loop waits on an accelerator.
 
@@ -145,11 +156,7 @@ def with_device_time(model: torch.nn.Module, seconds: float = DEVICE_TIME) -> to
     a framework's own few milliseconds per step stay a small part of the step.
     """
 
-    def hook(module: torch.nn.Module, args: tuple) -> None:
-        if module.training:
-            time.sleep(seconds)
-
-    model.register_forward_pre_hook(hook)
+    model.register_forward_pre_hook(_DeviceTime(seconds))
     return model
 
 
@@ -165,3 +172,15 @@ def hand_loop_images(watch: Any, model: torch.nn.Module, dataset: Any, *, batch_
         if (i + 1) % accumulation == 0 or i + 1 == n:
             opt.step()
             opt.zero_grad()
+
+
+def assert_share_agrees(framework: dict[str, float], hands: list[dict[str, float]],
+                        rel: float = 0.10) -> None:
+    """The framework's data-wait share within ``rel`` of the hand-wrapped loop's.
+
+    The hand loop runs before and after the framework: on a shared runner the load drifts
+    between runs, and the two hand runs bracket the same conditions the framework saw.
+    """
+    shares = [h["share"] for h in hands]
+    low, high = min(shares) * (1 - rel), max(shares) * (1 + rel)
+    assert low <= framework["share"] <= high, (framework, hands)

@@ -11,6 +11,7 @@ pl = pytest.importorskip("pytorch_lightning")
 
 from frameworks import (  # noqa: E402
     ImageDataset,
+    assert_share_agrees,
     delta,
     figures,
     hand_loop_images,
@@ -23,7 +24,7 @@ pytestmark = pytest.mark.filterwarnings("ignore::FutureWarning", "ignore::UserWa
 
 N, BATCH = 64, 2  # 32 batches; few, long sleeps: a busy runner stretches each wake-up
 BATCHES = N // BATCH
-SLOW = 0.03  # s per sample: 60 ms per batch against ~15 ms of step plus Lightning's own per-step work
+SLOW = 0.02  # s per sample: 40 ms per batch against ~15 ms of step (tests/frameworks.py)
 
 
 class Module(pl.LightningModule):
@@ -75,18 +76,23 @@ def test_matches_hand_loop_with_validation(watch, tmp_path, accumulation):
 
     # Validation (slow) every 8 batches, sanity check and checkpoints on: none of it may
     # count as data wait or step time.
-    before = figures(watch)
-    fit(PrepwatchCallback(), loader(ImageDataset(N, SLOW)), accumulation=accumulation,
-        val=loader(ImageDataset(32, 0.005, seed=1)), val_every=8, tmp_path=tmp_path)
-    lit = delta(figures(watch), before)
-    before = figures(watch)
-    hand_loop_images(watch, tiny_cnn(), ImageDataset(N, SLOW), batch_size=BATCH, accumulation=accumulation)
-    hand = delta(figures(watch), before)
+    hands = []
+    for _ in range(2):  # hand, framework, hand: the two bracket the load the framework saw
+        before = figures(watch)
+        hand_loop_images(watch, tiny_cnn(), ImageDataset(N, SLOW), batch_size=BATCH,
+                         accumulation=accumulation)
+        hands.append(delta(figures(watch), before))
+        if len(hands) == 1:
+            before = figures(watch)
+            fit(PrepwatchCallback(), loader(ImageDataset(N, SLOW)), accumulation=accumulation,
+                val=loader(ImageDataset(32, 0.005, seed=1)), val_every=8, tmp_path=tmp_path)
+            lit = delta(figures(watch), before)
+    hand = hands[0]
     for key in ("steps", "samples", "waits", "periods", "first"):
         assert lit[key] == hand[key], (key, lit, hand)
     assert lit["steps"] == BATCHES and lit["samples"] == N
-    assert lit["share"] == pytest.approx(hand["share"], rel=0.10), (lit, hand)
-    assert input_bound(lit) and input_bound(hand)
+    assert_share_agrees(lit, hands)
+    assert input_bound(lit) and all(input_bound(h) for h in hands)
 
 
 def test_workers_and_multiple_loaders(watch):
