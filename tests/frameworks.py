@@ -84,9 +84,14 @@ def delta(after: dict[str, float], before: dict[str, float]) -> dict[str, float]
 
 
 def hand_loop(watch: Any, model: torch.nn.Module, dataset: Any, *, batch_size: int,
-              accumulation: int, workers: int = 0) -> None:
-    """The reference: the documented one line in a hand-written loop with accumulation."""
-    dl = torch.utils.data.DataLoader(dataset, batch_size=batch_size, num_workers=workers)
+              accumulation: int, workers: int = 0, collate_fn: Any = None) -> None:
+    """The reference: the documented one line in a hand-written loop with accumulation.
+
+    ``collate_fn``: the framework's own (the Trainer collates with
+    ``default_data_collator``), so both loops do the same input work per batch.
+    """
+    dl = torch.utils.data.DataLoader(dataset, batch_size=batch_size, num_workers=workers,
+                                     collate_fn=collate_fn)
     opt = torch.optim.AdamW(model.parameters(), lr=5e-5)
     model.train()
     n = len(dl)

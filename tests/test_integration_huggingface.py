@@ -12,8 +12,9 @@ import math
 import numpy as np
 import pytest
 
-pytest.importorskip("transformers")
+transformers = pytest.importorskip("transformers")
 pytest.importorskip("accelerate")
+default_data_collator = transformers.default_data_collator
 
 from frameworks import (  # noqa: E402
     TokenDataset,
@@ -60,7 +61,8 @@ def test_matches_hand_loop_with_evaluation_and_checkpoints(watch, tmp_path, accu
     hands = []
     for _ in range(2):  # hand, framework, hand: the two bracket the load the framework saw
         before = figures(watch)
-        hand_loop(watch, tiny_bert(), TokenDataset(N, SLOW), batch_size=BATCH, accumulation=accumulation)
+        hand_loop(watch, tiny_bert(), TokenDataset(N, SLOW), batch_size=BATCH, accumulation=accumulation,
+                  collate_fn=default_data_collator)
         hands.append(delta(figures(watch), before))
         if len(hands) == 1:
             before = figures(watch)
@@ -86,7 +88,8 @@ def test_workers_fetch_timings_and_counts(watch, tmp_path):
     train_hf(tmp_path, PrepwatchCallback(), TokenDataset(64), accumulation=4, workers=2)
     hf = delta(figures(watch), before)
     before = figures(watch)
-    hand_loop(watch, tiny_bert(), TokenDataset(64), batch_size=BATCH, accumulation=4, workers=2)
+    hand_loop(watch, tiny_bert(), TokenDataset(64), batch_size=BATCH, accumulation=4, workers=2,
+              collate_fn=default_data_collator)
     hand = delta(figures(watch), before)
     for key in ("steps", "samples", "waits", "periods", "fetches"):
         assert hf[key] == hand[key], (key, hf, hand)

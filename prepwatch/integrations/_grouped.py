@@ -38,8 +38,10 @@ class GroupedLoader(WatchedLoader[T]):
 
     def _generate(self, it: Iterator[T]) -> Iterator[T]:
         if self._group == 1:
-            yield from super()._generate(it)
-            return
+            return super()._generate(it)  # no extra generator frame per batch
+        return self._grouped(it)
+
+    def _grouped(self, it: Iterator[T]) -> Iterator[T]:
         loop = self._loop
         clock = time.perf_counter
         sizer = self._sizer

@@ -19,7 +19,7 @@ from typing import Any, Callable, Iterator
 
 Wrap = Callable[[Iterator[Any]], Iterator[Any]]
 
-_lock = threading.Lock()
+_lock = threading.RLock()  # a weakref callback (GC) may run while register() holds it
 _registered: dict[int, tuple[weakref.ReferenceType, Wrap]] = {}
 _ORIGINAL = "_prepwatch_original_iter"
 

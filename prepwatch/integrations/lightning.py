@@ -213,6 +213,14 @@ class _Prepwatch:
         except Exception as exc:
             self._report(exc)
 
+    def on_train_epoch_start(self, trainer: Any, pl_module: Any) -> None:
+        # reload_dataloaders_every_n_epochs builds a new combined loader and fetcher; the
+        # epoch's iterator is created after this hook, from the wrapped loader.
+        try:
+            self._time_fetcher(trainer)
+        except Exception as exc:
+            self._report(exc)
+
     def _time_fetcher(self, trainer: Any) -> None:
         fetcher = trainer.fit_loop._data_fetcher
         combined = fetcher._combined_loader
