@@ -122,6 +122,10 @@ def test_class_recall_excludes_sanity_check_and_inputs_recorded(watch):
         got = value(samples, "prepwatch_class_samples_total", split="eval", **{"class": str(cls)})
         assert got == labels.count(cls) * validations
     assert watch.inputs().recorded_batches > 0
+    contract = watch.inputs().contract()  # from the module's real input: 3x16x16 in [0, 1]
+    assert (contract.channels, contract.height, contract.width) == (3, 16, 16)
+    low, high = contract.support
+    assert low.min() > -0.01 and high.max() < 1.01 and (high - low).min() > 0.9
 
 
 def test_exception_in_a_step_leaves_no_state(watch):
