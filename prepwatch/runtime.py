@@ -77,6 +77,7 @@ def start(
     basic_auth: Optional[tuple[str, str]] = None,
     tls: Optional[tuple[str, str]] = None,
     instrument_open: bool = False,
+    identity: Optional[Identity] = None,
 ) -> Watch:
     """Start prepwatch in this process and return its :class:`Watch`.
 
@@ -97,12 +98,14 @@ def start(
             with an agent, the agent samples them).
         instrument_open: time every read-only file open of dataset code, here and in
             DataLoader workers (``prepwatch_file_open_seconds``; ~2 us per open).
+        identity: run/rank as a training framework knows them (``prepwatch.integrations``
+            pass the Trainer's distributed state); default read from the environment.
     """
     global _watch
     with _lock:
         if _watch is not None:
             return _watch
-        identity = Identity.from_env(run)
+        identity = identity if identity is not None else Identity.from_env(run)
         ctx = Context.create(identity)
         reg = ctx.registry
         reg.gauge("prepwatch_build_info", "prepwatch version.", ["version"]).labels(__version__).set(1)

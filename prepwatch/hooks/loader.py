@@ -82,6 +82,8 @@ class WatchedLoader(Generic[T]):
         else:
             self._sizer = BatchSizer(batch_size)
         dl = dataloader if dataloader is not None else (iterable if _is_dataloader(iterable) else None)
+        # accelerate's prepared loaders pass for DataLoaders; the one whose workers run is inside
+        dl = getattr(dl, "base_dataloader", dl) if dl is not None else None
         if dl is not None:
             loop.workers.set(float(dl.num_workers))
             if worker_timing:
@@ -141,6 +143,9 @@ class WatchedLoader(Generic[T]):
             try:
                 wait.observe(t1 - t0)
                 period = t1 - prev
+                if loop.excluded:  # framework time (evaluation, checkpoints) marked by an integration
+                    period -= loop.excluded
+                    loop.excluded = 0.0
                 step.observe(period)
                 pos = loop.ring_pos
                 ring[pos & _MASK] = period
