@@ -3,7 +3,7 @@
 Frameworks do not hand predictions to callbacks batch by batch, but the model sees every
 evaluation batch: a forward hook (with kwargs) on the model reads the logits it returned
 and the labels it was given, while the model is in eval mode, and feeds
-``watch.eval_predictions``. Counts stay on the tensors' device (class health flushes them
+``watch.class_health().eval_predictions``. Counts stay on the tensors' device (class health flushes them
 per pass), so the hook adds no device sync.
 """
 
