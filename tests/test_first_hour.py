@@ -85,3 +85,68 @@ def test_loader_rejects_the_class_with_the_fix(watch) -> None:  # noqa: ANN001
     assert "watch.loader(DataLoader(dataset" in str(info.value)
     loader = DataLoader(TensorDataset(torch.zeros(8, 2)), batch_size=4)
     assert sum(1 for _ in watch.loader(loader)) == 2  # an instance still works
+
+
+# -- 9: set-up errors on the command line say "prepwatch:" once, without [Errno N] -------
+def test_cli_set_up_errors_have_one_prefix(tmp_path) -> None:  # noqa: ANN001
+    import os
+    import socket
+    import subprocess
+    import sys
+
+    cli = [sys.executable, "-m", "prepwatch.cli.main", "agent"]
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        port = s.getsockname()[1]
+        taken = subprocess.run([*cli, "--port", str(port), "--state-dir", str(tmp_path / "s")],
+                               capture_output=True, text=True, timeout=120, env=env)
+    (tmp_path / "file").write_text("not a directory")
+    unwritable = subprocess.run([*cli, "--port", "0", "--state-dir", str(tmp_path / "file" / "s")],
+                                capture_output=True, text=True, timeout=120, env=env)
+    for out, says in ((taken, f"port {port} on 127.0.0.1 is already in use"),
+                      (unwritable, "state directory")):
+        assert out.returncode == 2, out.stderr
+        line = out.stderr.strip().splitlines()[-1]
+        assert line.startswith(f"prepwatch: {says}"), line
+        assert line.count("prepwatch:") == 1 and "[Errno" not in line, line
+
+
+# -- 9: the demo's sharded reads give torch a writable array (no NumPy warning) -----------
+def test_demo_shard_reads_raise_no_numpy_warning(tmp_path) -> None:  # noqa: ANN001
+    import warnings
+
+    from prepwatch.demo.data import SyntheticShapes
+
+    data = SyntheticShapes(size=16, augment=False, shard_dir=tmp_path / "shards")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # PyTorch's "non-writable NumPy array" UserWarning
+        try:
+            x, _ = data[3]
+        finally:
+            for handle, _reads in data._handles.values():
+                handle.close()
+    assert x.shape == (3, 32, 32)
+
+
+# -- 9: the webhook receiver's port is not a rank's (9400 + LOCAL_RANK) ------------------
+def test_webhook_port_is_one_port_outside_the_ranks_range() -> None:
+    from pathlib import Path
+
+    import yaml
+
+    root = Path(__file__).resolve().parents[1]
+    receiver = (root / "deploy" / "webhook" / "receiver.py").read_text()
+    default = int(re.search(r'add_argument\("--port", type=int, default=(\d+)\)', receiver).group(1))
+    am = yaml.safe_load((root / "deploy" / "alertmanager" / "alertmanager.yml").read_text())
+    hooks = [h["url"] for r in am["receivers"] for h in r.get("webhook_configs", [])]
+    compose = yaml.safe_load((root / "docker-compose.yml").read_text())
+    commands = [" ".join(map(str, s.get("command", []))) for s in compose["services"].values()]
+    in_compose = [int(m) for c in commands for m in re.findall(r"receiver\.py.*--port (\d+)", c)]
+    ports = {default, *in_compose, *(int(re.search(r":(\d+)/", u).group(1)) for u in hooks)}
+    assert len(ports) == 1 and in_compose and hooks, ports
+    port = ports.pop()
+    assert not 9400 <= port < 9400 + 64, f"{port} is rank {port - 9400}'s default port"
+    docs = (root / "docs" / "alerting.md").read_text() + (root / "docker-compose.yml").read_text()
+    assert f"webhook :{port}" in docs or f"webhook receiver {port}" in docs
