@@ -150,3 +150,20 @@ def test_webhook_port_is_one_port_outside_the_ranks_range() -> None:
     assert not 9400 <= port < 9400 + 64, f"{port} is rank {port - 9400}'s default port"
     docs = (root / "docs" / "alerting.md").read_text() + (root / "docker-compose.yml").read_text()
     assert f"webhook :{port}" in docs or f"webhook receiver {port}" in docs
+
+
+# -- 9: per-stage counts are those of timed samples (evaluation in the main process too) ---
+def test_stage_counts_never_exceed_total_with_main_process_evaluation(watch) -> None:  # noqa: ANN001
+    from datasets import TensorPairs
+    from helpers import scrape, value
+
+    train = DataLoader(TensorPairs(32, delay=0.001), batch_size=8, num_workers=2)
+    evaluation = DataLoader(TensorPairs(24, delay=0.001), batch_size=8, num_workers=0)
+    for _ in watch.loader(train):
+        pass
+    for _ in evaluation:  # fetched in the main process: its stage blocks run here
+        pass
+    samples = scrape(watch.url)
+    count = "prepwatch_sample_fetch_seconds_count"
+    assert value(samples, count, stage="total") == 32
+    assert value(samples, count, stage="read") == 32  # not 32 + 24
