@@ -13,12 +13,14 @@ from __future__ import annotations
 import copy
 import re
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Optional, Sequence
 
 Json = dict[str, Any]
 
 DATASOURCE: Json = {"type": "prometheus", "uid": "${datasource}"}
-RUNBOOKS = "https://github.com/prepwatch/prepwatch/blob/main/docs/runbooks/"
+# The one setting for rules and dashboards (set it with python -m dashboards.src.runbook_base URL)
+RUNBOOKS = (Path(__file__).resolve().parents[2] / "alerts" / "RUNBOOK_BASE").read_text().strip()
 WIDTH = 24  # Grafana's grid
 
 # Timeseries styles (fieldConfig.defaults.custom): lines, and stacked areas for counts by kind.

@@ -11,10 +11,12 @@ from typing import Optional
 
 from prepwatch._version import __version__
 from prepwatch.agent.aggregator import RankAggregator
+from prepwatch.agent.job_run import agent_local
 from prepwatch.context import Context
 from prepwatch.exporter.http import MetricsServer
 from prepwatch.identity import Identity
 from prepwatch.sources import start_sources
+from prepwatch.sources.rank_processes import read_rank_identities
 
 log = logging.getLogger("prepwatch")
 ENV_AGENT_DIR = "PREPWATCH_AGENT_DIR"
@@ -47,7 +49,9 @@ class Agent:
     """Serves ``/metrics`` for every rank registered under ``state_dir``.
 
     ``run`` names the single job this agent serves (``prepwatch run``); its own
-    node-level series then carry that ``run`` label so they join with the ranks'.
+    node-level series then carry the job's ``run`` label (its ranks', see
+    :mod:`prepwatch.agent.job_run`) so they join with the ranks'. Process series are
+    kept per registered rank and carry that rank's ``run`` and ``rank``.
     """
 
     def __init__(
@@ -73,15 +77,18 @@ class Agent:
         self.ctx = Context.create(Identity(run=run or "agent"))
         reg = self.ctx.registry
         reg.gauge("prepwatch_build_info", "prepwatch version.", ["version"]).labels(__version__).set(1)
+        ranks_dir = self.state_dir / "ranks"
         self.aggregator = RankAggregator(
-            self.state_dir / "ranks", self.ctx.errors.report,
-            local=({"run": run} if run else {}, reg),
+            ranks_dir, self.ctx.errors.report, local=agent_local(reg, ranks_dir, run),
         )
         self._sources = (
             # watch_processes=False: the ranks' pids belong to another PID namespace (a node
             # DaemonSet) and would name other processes here; GPUs are then all exported.
-            list(start_sources(self.ctx, pids=self.aggregator.pids if watch_processes else list,
-                               interval=sample_interval))
+            list(start_sources(
+                self.ctx, pids=self.aggregator.pids if watch_processes else list,
+                interval=sample_interval,
+                ranks=(lambda: read_rank_identities(ranks_dir)) if watch_processes else None,
+            ))
             if sources else []
         )
         self.collector = self.aggregator

@@ -58,6 +58,12 @@ class WatchedLoader(Generic[T]):
         dataloader: Any = None,
         worker_timing: bool = True,
     ) -> None:
+        if isinstance(iterable, type):
+            raise TypeError(
+                f"watch.loader() got the class {iterable.__name__}, not an instance: build it "
+                f"first, e.g. watch.loader({iterable.__name__}(dataset, batch_size=64, "
+                "num_workers=4))"
+            )
         if not hasattr(iterable, "__iter__"):
             raise TypeError(
                 f"watch.loader() needs an iterable of batches (a DataLoader, a generator, "

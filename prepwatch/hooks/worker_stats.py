@@ -144,7 +144,7 @@ class WorkerStats:
 
     def activate(self) -> None:
         """Make this process' stage timers and IO hooks record into the main row."""
-        set_recorder(self.main_recorder)
+        set_recorder(self.main_recorder, stages_outside_samples=False)
 
     def attach(self, dataloader: Any, time_samples: bool = True) -> bool:
         """Install the worker hook on a DataLoader with workers. Idempotent.
