@@ -140,9 +140,9 @@ def mechanisms(quick: bool) -> dict[str, dict[str, float]]:
             n += 1
         return n
 
-    hf1 = GroupedLoader(batches, watch.loop, watch.worker_stats, group=1)
-    hf4 = GroupedLoader(batches, watch.loop, watch.worker_stats, group=4)
-    light = _MarkedLoader(batches, watch.loop, watch.worker_stats, marks=marks)
+    hf1 = GroupedLoader(batches, watch.loop, watch.worker_stats, watch.ctx.errors, group=1)
+    hf4 = GroupedLoader(batches, watch.loop, watch.worker_stats, watch.ctx.errors, group=4)
+    light = _MarkedLoader(batches, watch.loop, watch.worker_stats, watch.ctx.errors, marks=marks)
     rounds = 10 if quick else 40
     plain = watch.loader(batches)
     return {

@@ -146,7 +146,7 @@ class PrepwatchCallback(TrainerCallback):
             _iter_patch.unregister(self._loader)
         base = getattr(dl, "base_dataloader", dl)  # accelerate keeps the torch DataLoader here
         watched = GroupedLoader(
-            dl, watch.loop, watch.worker_stats, batch_size=self.batch_size,
+            dl, watch.loop, watch.worker_stats, watch.ctx.errors, batch_size=self.batch_size,
             dataloader=base if _is_torch_loader(base) else None, group=group,
         )
         marks = self._marks

@@ -230,7 +230,7 @@ class _Prepwatch:
         assert watch is not None and marks is not None
         loaders = _flat_loaders(combined)
         watched = _MarkedLoader(
-            combined, watch.loop, watch.worker_stats, marks=marks,
+            combined, watch.loop, watch.worker_stats, watch.ctx.errors, marks=marks,
             batch_size=_combined_sizer(len(loaders), self.batch_size),
             dataloader=loaders[0] if len(loaders) == 1 else None,
         )
@@ -265,7 +265,7 @@ class _Prepwatch:
             extract = self.class_recall if callable(self.class_recall) else outputs_and_batch
             pair = extract(outputs, batch)
             if pair is not None:
-                self.watch.eval_predictions(pair[0].detach(), pair[1], split="eval")
+                self.watch.class_health().eval_predictions(pair[0].detach(), pair[1], split="eval")
         except Exception as exc:
             self._report(exc)
 
