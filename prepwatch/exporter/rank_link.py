@@ -12,6 +12,7 @@ import json
 import os
 import socketserver
 import threading
+import weakref
 from pathlib import Path
 from typing import Any, Callable
 
@@ -19,6 +20,23 @@ from prepwatch.exporter import snapshot
 
 # sun_path holds 108 bytes on Linux, the terminating NUL included.
 MAX_SOCKET_PATH = 107
+
+# A forked DataLoader worker inherits the listening socket (fork keeps fds whatever their
+# CLOEXEC flag): after the rank dies, the worker's copy would accept the agent's connections
+# and never answer, hiding the death. Children close it right after fork.
+_links: weakref.WeakSet[RankLink] = weakref.WeakSet()
+
+
+def _close_in_child() -> None:
+    for link in list(_links):
+        try:
+            link._server.socket.close()
+        except OSError:
+            pass
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_close_in_child)
 
 
 class RankLink:
@@ -63,6 +81,7 @@ class RankLink:
             self.path.unlink()
         self._server = socketserver.ThreadingUnixStreamServer(str(self.path), Handler)
         self._server.daemon_threads = True
+        _links.add(self)
         self._thread = threading.Thread(
             target=self._server.serve_forever, name="prepwatch-agent-link", daemon=True
         )
