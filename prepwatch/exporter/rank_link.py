@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from prepwatch.exporter import snapshot
+from prepwatch.statedir import check_private_dir, replace_file
 
 # sun_path holds 108 bytes on Linux, the terminating NUL included.
 MAX_SOCKET_PATH = 107
@@ -54,6 +55,10 @@ class RankLink:
                 "running with this --state-dir? Unset PREPWATCH_AGENT_DIR to serve metrics "
                 "from this process instead."
             )
+        # ranks/ must be ours (root may use whoever's it is) and closed to others: in a
+        # folder others can write, our socket and identity file could be swapped for theirs.
+        check_private_dir(ranks, "PREPWATCH_AGENT_DIR (the agent's --state-dir)",
+                          owners=(ranks.stat().st_uid,) if os.geteuid() == 0 else ())
         self.path = ranks / f"{os.getpid()}.sock"
         if len(os.fsencode(str(self.path))) > MAX_SOCKET_PATH:
             raise ValueError(
@@ -65,9 +70,8 @@ class RankLink:
         # Who this socket is, for an agent that never got to scrape it: a rank that dies
         # before its first scrape (OOM in set-up) is still reported as lost by name.
         self.identity_path = self.path.with_suffix(".json")
-        tmp = self.identity_path.with_suffix(".json.tmp")
-        tmp.write_text(json.dumps({"run": identity["run"], "rank": identity["rank"]}))
-        os.replace(tmp, self.identity_path)
+        replace_file(self.identity_path,
+                     json.dumps({"run": identity["run"], "rank": identity["rank"]}).encode())
         collector_, identity_, on_error_ = collector, identity, on_error
 
         class Handler(socketserver.BaseRequestHandler):
