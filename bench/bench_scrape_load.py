@@ -1,6 +1,6 @@
 """Training speed while 50 scrapers hammer an endpoint (issue 12, item 5).
 
-Three phases of ``--seconds`` each, one training process (a small CPU model fed through
+Rounds of three phases of ``--seconds`` each, one training process (a small CPU model fed through
 ``watch.loader``, 100-class class health, its own endpoint) and one idle twin process with
 the same metrics:
 
@@ -10,11 +10,11 @@ the same metrics:
 * at other: the same load scrapes the idle twin instead (the cost of the load itself on a
   shared machine, not of prepwatch in the training process).
 
-Reports training steps/s in each phase, the slowdowns, scrape p99 and timeouts.
+Reports the median training steps/s of each phase, the slowdowns, scrape rate, p99 and
+timeouts. ``--compare TREE`` measures another source tree (the code before a change) in
+the same run, interleaved round by round, so a busy machine's drift hits both alike.
 
-    python bench/bench_scrape_load.py [--seconds 30] [--scrapers 50]
-
-To compare with older code, run this file against that tree (PYTHONPATH decides).
+    python bench/bench_scrape_load.py [--seconds 10] [--rounds 3] [--compare /tmp/main-tree]
 """
 
 from __future__ import annotations
@@ -22,7 +22,9 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import socket
+import statistics
 import subprocess
 import sys
 import textwrap
@@ -68,10 +70,10 @@ def _port() -> int:
         return s.getsockname()[1]
 
 
-def _start(port: int, role: str) -> subprocess.Popen:
-    env = dict(os.environ, PYTHONPATH=str(ROOT))
+def _start(port: int, role: str, code: Path) -> subprocess.Popen:
+    env = dict(os.environ, PYTHONPATH=str(code))
     proc = subprocess.Popen([sys.executable, "-c", CHILD, str(port), role], env=env,
-                            stdout=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     assert proc.stdout.readline().strip() == "ready"
     return proc
 
@@ -127,39 +129,77 @@ def _load(url: str, scrapers: int, seconds: float) -> dict:
             "timeouts": timeouts, "errors": errors}
 
 
-def run(seconds: float = 30.0, scrapers: int = 50) -> dict:
-    p_train, p_other = _port(), _port()
-    train, other = _start(p_train, "train"), _start(p_other, "idle")
-    progress = Progress(train)
-    try:
-        time.sleep(3)  # warm up
-        out: dict = {}
-        for phase, url in (("quiet", None), ("at_training", p_train), ("at_other", p_other)):
-            t0 = time.monotonic()
-            if url is None:
-                time.sleep(seconds)
-                load = None
-            else:
-                load = _load(f"http://127.0.0.1:{url}/metrics", scrapers, seconds)
-            t1 = time.monotonic()
-            out[phase] = {"steps_per_s": round(progress.rate(t0 + 1, t1), 1), "scrapes": load}
-            time.sleep(2)
-        quiet = out["quiet"]["steps_per_s"]
-        for phase in ("at_training", "at_other"):
-            out[phase]["slowdown_pct"] = round(100 * (1 - out[phase]["steps_per_s"] / quiet), 1)
-        return out
-    finally:
-        for proc in (train, other):
+class Setup:
+    """One code tree: a training process and its idle twin (the training one is stopped
+    with SIGSTOP while another setup is measured, so two never compete)."""
+
+    def __init__(self, name: str, code: Path) -> None:
+        self.name = name
+        self.p_train, self.p_other = _port(), _port()
+        self.train = _start(self.p_train, "train", code)
+        self.other = _start(self.p_other, "idle", code)
+        self.progress = Progress(self.train)
+        self.train.send_signal(signal.SIGSTOP)
+
+    def close(self) -> None:
+        for proc in (self.train, self.other):
+            proc.send_signal(signal.SIGCONT)
             proc.kill()
             proc.wait()
 
 
+def run(seconds: float = 10.0, scrapers: int = 50, rounds: int = 3,
+        compare: Path | None = None) -> dict:
+    """``rounds`` x (quiet, at training, at other) of ``seconds`` each, per code tree,
+    interleaved so that a change of the machine's load hits every phase alike."""
+    setups = [Setup("this", ROOT)] + ([Setup("compare", compare)] if compare else [])
+    rates: dict = {s.name: {"quiet": [], "at_training": [], "at_other": []} for s in setups}
+    loads: dict = {s.name: {"at_training": [], "at_other": []} for s in setups}
+    try:
+        for _ in range(rounds):
+            for setup in setups:
+                setup.train.send_signal(signal.SIGCONT)
+                time.sleep(2)  # back to speed
+                for phase, port in (("quiet", None), ("at_training", setup.p_train),
+                                    ("at_other", setup.p_other)):
+                    t0 = time.monotonic()
+                    if port is None:
+                        time.sleep(seconds)
+                    else:
+                        loads[setup.name][phase].append(
+                            _load(f"http://127.0.0.1:{port}/metrics", scrapers, seconds))
+                    rates[setup.name][phase].append(setup.progress.rate(t0 + 1, time.monotonic()))
+                    time.sleep(1)
+                setup.train.send_signal(signal.SIGSTOP)
+        out: dict = {}
+        for setup in setups:
+            r = {phase: statistics.median(v) for phase, v in rates[setup.name].items()}
+            out[setup.name] = {
+                "steps_per_s": {k: round(v, 1) for k, v in r.items()},
+                "slowdown_pct": {k: round(100 * (1 - r[k] / r["quiet"]), 1)
+                                 for k in ("at_training", "at_other")},
+                "scrapes": {k: {"per_s": round(sum(x["scrapes"] for x in v) / (seconds * rounds), 1),
+                                "p99_ms": round(max(x["p99_ms"] or 0 for x in v)),
+                                "timeouts": sum(x["timeouts"] for x in v),
+                                "errors": sum(x["errors"] for x in v)}
+                            for k, v in loads[setup.name].items()},
+            }
+        return out
+    finally:
+        for setup in setups:
+            setup.close()
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--seconds", type=float, default=30.0)
+    ap.add_argument("--seconds", type=float, default=10.0, help="per phase")
     ap.add_argument("--scrapers", type=int, default=50)
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--compare", type=Path, default=None,
+                    help="another source tree (e.g. `git worktree`/`git archive` of main) to "
+                         "measure in the same run, interleaved")
     args = ap.parse_args()
-    print(json.dumps(run(args.seconds, args.scrapers), indent=2))
+    print(json.dumps(run(args.seconds, args.scrapers, args.rounds, args.compare), indent=2))
 
 
 if __name__ == "__main__":

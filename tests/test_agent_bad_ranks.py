@@ -222,3 +222,17 @@ def test_a_rank_that_died_before_the_agent_was_restarted_is_reported_lost(tmp_pa
         assert value(s, "prepwatch_rank_up", run="hung", rank="0", reason="exited") == 0
     finally:
         second.close()
+
+
+def test_a_rank_that_unregistered_and_is_still_exiting_is_not_reported_lost(tmp_path):
+    agent = Agent(tmp_path / "state", port=0, sources=False)
+    link = RankLink(agent.state_dir, Context.create(Identity(run="bye")).registry,
+                    {"run": "bye", "rank": 0}, lambda c, e: None)
+    try:
+        wait_for(lambda: value(scrape(agent.url), "prepwatch_rank_up", run="bye") == 1)
+        link.close()  # a clean stop; this process (its pid) lives on, as an exiting job does
+        s = scrape(agent.url)
+        assert value(s, "prepwatch_rank_up", run="bye") is None
+        assert not list((agent.state_dir / "ranks").glob("*.sock"))
+    finally:
+        agent.close()

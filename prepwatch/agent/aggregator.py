@@ -189,8 +189,19 @@ class RankAggregator:
         for name in [n for n in self._known if n not in present]:
             identity = self._known.pop(name)
             pid = int(name.split(".")[0]) if name.split(".")[0].isdigit() else -1
-            if pid > 0 and _pid_alive(pid):
+            said_bye = (self.ranks_dir / name).with_suffix(".bye").exists()
+            if pid > 0 and _pid_alive(pid) and not said_bye:
                 self._gone[(str(identity["run"]), str(identity["rank"]))] = (time.time(), SOCKET_GONE)
+        try:
+            byes = list(self.ranks_dir.glob("*.bye"))
+        except OSError:
+            return
+        for bye in byes:  # read or not, a goodbye of an exited process has served its turn
+            if not (bye.stem.isdigit() and _pid_alive(int(bye.stem))):
+                try:
+                    bye.unlink()
+                except OSError:
+                    pass
 
     def remove_dead(self) -> None:
         """Delete the sockets (and identity files) of ranks whose process is gone."""

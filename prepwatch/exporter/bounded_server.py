@@ -28,7 +28,7 @@ import weakref
 from http.server import ThreadingHTTPServer
 from typing import Any, Optional
 
-DEFAULT_MAX_CONNECTIONS = 32
+DEFAULT_MAX_CONNECTIONS = 64
 DEFAULT_DEADLINE_S = 10.0
 BACKLOG = 128
 _BUSY = (b"HTTP/1.0 503 Service Unavailable\r\nContent-Length: 0\r\nRetry-After: 1\r\n"

@@ -83,6 +83,7 @@ class RankLink:
 
         if self.path.exists():
             self.path.unlink()
+        self.path.with_suffix(".bye").unlink(missing_ok=True)  # from an earlier start() of ours
         self._server = socketserver.ThreadingUnixStreamServer(str(self.path), Handler)
         self._server.daemon_threads = True
         _links.add(self)
@@ -95,6 +96,12 @@ class RankLink:
     def close(self) -> None:
         self._server.shutdown()
         self._server.server_close()
+        # A goodbye first: the agent tells this clean exit from a socket deleted under a
+        # live process (which it reports as lost) while the process is still exiting.
+        try:
+            replace_file(self.path.with_suffix(".bye"), b"")
+        except OSError:
+            pass
         for path in (self.path, self.identity_path):
             try:
                 path.unlink()

@@ -14,11 +14,14 @@ import time
 from typing import Callable, Hashable
 
 DEFAULT_MAX_AGE_S = 0.5
+DEFAULT_MAX_RATE = 20.0  # shared responses per second, all connections together
 
 
 class SharedRender:
-    def __init__(self, max_age: float = DEFAULT_MAX_AGE_S) -> None:
+    def __init__(self, max_age: float = DEFAULT_MAX_AGE_S, max_rate: float = DEFAULT_MAX_RATE) -> None:
         self.max_age = max_age
+        self._interval = 1.0 / max_rate
+        self._next_slot = 0.0
         self.renders = 0  # bodies actually rendered (for tests and the benchmark)
         self._lock = threading.Lock()
         self._bodies: dict[Hashable, tuple[float, bytes]] = {}
@@ -28,6 +31,12 @@ class SharedRender:
         """``render()``'s body, or a fresh enough one for ``key`` when ``share``."""
         if not share:
             return self._render(key, render)
+        with self._lock:
+            now = time.monotonic()
+            slot = max(now, self._next_slot)
+            self._next_slot = slot + self._interval
+        if slot > now:
+            time.sleep(slot - now)
         with self._lock:
             cached = self._fresh(key)
             if cached is not None:
