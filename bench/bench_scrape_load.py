@@ -72,7 +72,8 @@ def _port() -> int:
 
 def _start(port: int, role: str, code: Path) -> subprocess.Popen:
     env = dict(os.environ, PYTHONPATH=str(code))
-    proc = subprocess.Popen([sys.executable, "-c", CHILD, str(port), role], env=env,
+    # cwd too: `python -c` puts the working directory first on sys.path.
+    proc = subprocess.Popen([sys.executable, "-c", CHILD, str(port), role], env=env, cwd=str(code),
                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     assert proc.stdout.readline().strip() == "ready"
     return proc
@@ -149,9 +150,10 @@ class Setup:
 
 
 def run(seconds: float = 10.0, scrapers: int = 50, rounds: int = 3,
-        compare: Path | None = None) -> dict:
+        compare: Path | None = None, quick: bool = False) -> dict:
     """``rounds`` x (quiet, at training, at other) of ``seconds`` each, per code tree,
     interleaved so that a change of the machine's load hits every phase alike."""
+    rounds = 1 if quick else rounds
     setups = [Setup("this", ROOT)] + ([Setup("compare", compare)] if compare else [])
     rates: dict = {s.name: {"quiet": [], "at_training": [], "at_other": []} for s in setups}
     loads: dict = {s.name: {"at_training": [], "at_other": []} for s in setups}
