@@ -28,6 +28,7 @@ from prepwatch.exporter.http import MetricsServer, validate_bind
 from prepwatch.exporter.rank_link import RankLink
 from prepwatch.identity import Identity
 from prepwatch.sources import start_sources
+from prepwatch.statedir import create_new
 from prepwatch.watch import Watch
 
 log = logging.getLogger("prepwatch")
@@ -56,7 +57,8 @@ def _writable_dir(path: Path, option: str) -> Path:
     try:
         path.mkdir(parents=True, exist_ok=True)
         probe = path / f".prepwatch-write-test-{os.getpid()}"
-        probe.write_text("ok")
+        probe.unlink(missing_ok=True)
+        create_new(probe, b"ok")  # never through a planted symlink
         probe.unlink()
     except OSError as exc:
         raise PermissionError(

@@ -17,6 +17,7 @@ from prepwatch.exporter.http import MetricsServer
 from prepwatch.identity import Identity
 from prepwatch.sources import start_sources
 from prepwatch.sources.rank_processes import read_rank_identities
+from prepwatch.statedir import UnsafeDirectoryError, create_new, private_dir
 
 log = logging.getLogger("prepwatch")
 ENV_AGENT_DIR = "PREPWATCH_AGENT_DIR"
@@ -29,14 +30,18 @@ def default_state_dir() -> Path:
 
 
 def prepare_state_dir(path: Path) -> Path:
-    """Create ``path`` (0700) with ranks/ and artifacts/; fail clearly when unwritable."""
+    """Create ``path`` (0700) with ranks/ and artifacts/; fail clearly when unwritable, and
+    refuse them when another user owns them or can write them (see prepwatch.statedir)."""
+    option = "--state-dir (or state_dir=...)"
     try:
-        path.mkdir(mode=0o700, parents=True, exist_ok=True)
-        (path / "ranks").mkdir(mode=0o700, exist_ok=True)
-        (path / "artifacts").mkdir(mode=0o700, exist_ok=True)
+        for folder in (path, path / "ranks", path / "artifacts"):
+            private_dir(folder, option)
         probe = path / ".write-test"
-        probe.write_text("ok")
+        probe.unlink(missing_ok=True)
+        create_new(probe, b"ok")
         probe.unlink()
+    except UnsafeDirectoryError:
+        raise
     except OSError as exc:
         raise PermissionError(
             f"prepwatch: state directory {path} is not writable ({exc.strerror}); pass another "
@@ -127,8 +132,7 @@ class Agent:
         self._close_parts()
         if self.owns_state_dir:
             shutil.rmtree(self.state_dir, ignore_errors=True)
-        else:
-            # A shared node agent leaves the folder and the live ranks' sockets: an agent
-            # restarted on the same --state-dir (an upgrade) finds the running jobs again.
-            self.aggregator.remove_dead()
+        # A shared node agent leaves the folder and every rank's files: an agent restarted
+        # on the same --state-dir (an upgrade) finds the running jobs again, and reports
+        # the ranks that died meanwhile (or just before it stopped) as lost, then removes them.
 

@@ -402,14 +402,17 @@ class ClassHealth:
     def report_augmentation(self, **params: float) -> None:
         """Export named augmentation settings, e.g. ``crop_scale_min=0.08, cutout_holes=2``.
 
-        Values are Python numbers (a tensor would need a device sync); call it when a
-        setting changes or once per epoch, not necessarily per step.
+        Values are Python numbers (a tensor would need a device sync; one is counted under
+        ``component="class_health"`` and skipped); call it when a setting changes or once per
+        epoch, not necessarily per step.
         """
         for name, value in params.items():
             if isinstance(value, torch.Tensor) or not isinstance(value, numbers.Real):
-                raise TypeError(
+                # A runtime value (it may be right next epoch): counted and skipped, not raised.
+                self._ctx.errors.report(COMPONENT, TypeError(
                     f"report_augmentation({name}=...) needs a Python number, got {type(value).__name__}; "
-                    "for a tensor pass float(value) when it changes")
+                    "for a tensor pass float(value) when it changes; not exported"))
+                continue
             child = self._aug_children.get(name)
             if child is None:
                 if len(self._aug_children) >= MAX_AUGMENTATION_PARAMS:
@@ -492,26 +495,31 @@ class ClassHealth:
     def flush(self, timeout: float = 30.0) -> bool:
         """Bring every count to the host now (waits for the device); passes stay open.
 
-        False when a fault stopped it (counted); ``timeout`` is unused: the copies are
-        the device's, waited for in order.
+        False when a fault stopped part of it (counted); ``timeout`` is unused: the copies
+        are the device's, waited for in order.
         """
-        try:
-            for counts in list(self._stream.values()) + list(self._passes_counts.values()):
+        done = True
+        for counts in list(self._stream.values()) + list(self._passes_counts.values()):
+            try:  # one failing split (a meta or lost device) must not keep the others' counts
                 counts.flush()
+            except Exception as exc:
+                self._ctx.errors.report(COMPONENT, exc)
+                done = False
+        try:
             with self._lock:
                 drain(self._pending, self._deliver_locked, wait=True)
-            return True
         except Exception as exc:
             self._ctx.errors.report(COMPONENT, exc)
             return False
+        return done
 
     def close(self) -> None:
         """Close open evaluation passes and flush everything. Safe to call twice."""
-        try:
-            for split in list(self._open):
+        for split in list(self._open):
+            try:
                 self._close_pass(split)
-        except Exception as exc:
-            self._ctx.errors.report(COMPONENT, exc)
+            except Exception as exc:
+                self._ctx.errors.report(COMPONENT, exc)
         self.flush()
 
     def recall(self, split: str) -> dict[str, float]:
