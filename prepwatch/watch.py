@@ -128,6 +128,10 @@ class Watch:
 
     def stop(self) -> None:
         """Stop serving and release the port or agent link. Safe to call twice."""
+        if self._exporter is not None:
+            from prepwatch.summary.hooks import on_watch_stop
+
+            on_watch_stop(self)  # end-of-run summary; never raises
         for component in list(self._components.values()):
             close = getattr(component, "close", None)
             if close is not None:
