@@ -30,6 +30,9 @@ MEMORY_RISING_SHARE = 0.75
 # A worker counts as CPU-saturated at 85% of a core: decode/augmentation is the bound.
 WORKER_SATURATED = 0.85
 STAGES = ("read", "decode", "transform", "other")
+LOOP_PREFIXES = ("prepwatch_step_duration_seconds", "prepwatch_data_wait_seconds", "prepwatch_steps_total",
+                 "prepwatch_rank_up", "prepwatch_last_step_timestamp", "prepwatch_first_batch_wait",
+                 "prepwatch_file_open", "prepwatch_sample_fetch")
 INVALID_OUTCOMES = ("out_of_bounds", "degenerate")
 
 
@@ -78,9 +81,14 @@ def _one(d: dict, key: tuple, default: float = math.nan) -> float:
 def rank_stats(w: Window) -> list[RankStats]:
     """Per (run, rank): the figures the dashboards show, over the rules' windows."""
     steps = w.increase("prepwatch_step_duration_seconds_count", span=RATE)
-    keys = set(steps) | set(w.gauge("prepwatch_rank_up")) | set(w.gauge("prepwatch_start_timestamp_seconds"))
-    keys |= set(w.gauge("prepwatch_last_step_timestamp_seconds"))
-    keys = {k for k in keys if k[1] != ""}
+    keys: set[tuple[str, ...]] = set()
+    instances: dict[tuple[str, ...], str] = {}
+    for (name, labels), _ in w.last.samples.items():
+        if name.startswith(LOOP_PREFIXES):
+            d = dict(labels)
+            if d.get("rank", "") != "":
+                keys.add((d.get("run", ""), d["rank"]))
+                instances.setdefault((d.get("run", ""), d["rank"]), d.get("instance", ""))
     sec = w.span_seconds(RATE)
     step_sum = w.increase("prepwatch_step_duration_seconds_sum", span=RATE)
     wait_sum = w.increase("prepwatch_data_wait_seconds_sum", span=RATE)
@@ -94,12 +102,8 @@ def rank_stats(w: Window) -> list[RankStats]:
     fetch_n = w.increase("prepwatch_sample_fetch_seconds_count", by=("run", "rank", "stage"), span=RATE)
     fbw = w.increase("prepwatch_first_batch_wait_seconds_count")
     last_step = w.gauge("prepwatch_last_step_timestamp_seconds", agg="max")
+    endpoint_up = w.gauge("up", by=("instance",), agg="min")  # Prometheus' own; absent live
     up = w.gauge("prepwatch_rank_up", agg="min")
-    instances = {}
-    for (name, labels), _ in w.last.samples.items():
-        if name == "prepwatch_step_duration_seconds_count":
-            d = dict(labels)
-            instances[(d.get("run", ""), d.get("rank", ""))] = d.get("instance", "")
     gpu_inc = w.increase("prepwatch_gpu_busy_seconds_total", by=("instance", "gpu", "uuid"), span=RATE)
     gpu_by_inst: dict[str, list[float]] = {}
     for (inst, _gpu, _uuid), v in gpu_inc.items():
@@ -133,8 +137,8 @@ def rank_stats(w: Window) -> list[RankStats]:
                 v = fetch.get((run, rank, stage))
                 if v:
                     s.stages[stage] = v / total_n
-        gpus = gpu_by_inst.get(s.instance) or (
-            [x for xs in gpu_by_inst.values() for x in xs] if len(gpu_by_inst) == 1 else [])
+        # "the GPUs of the node this rank runs on": same instance (one endpoint: no label).
+        gpus = gpu_by_inst.get(s.instance, [])
         s.gpu_busy = sum(gpus) / len(gpus) if gpus else math.nan
         nw = nworkers.get((run,), 0.0) or loader_workers.get(key, 0.0)
         s.workers = nw if nw else math.nan
@@ -145,7 +149,7 @@ def rank_stats(w: Window) -> list[RankStats]:
         ls = last_step.get(key, 0.0)
         s.last_step_age = w.last.t - ls if ls > 0 else math.nan
         s.first_batch_waits = fbw.get(key, 0.0)
-        s.up = up.get(key, 1.0) != 0
+        s.up = up.get(key, 1.0) != 0 and endpoint_up.get((s.instance,), 1.0) != 0
         out.append(s)
     return out
 
@@ -180,9 +184,9 @@ def conditions(w: Window, th: Optional[Thresholds] = None,
                 and s.open_p99 > th.storm_p99_s):
             add("PrepwatchSmallFileMetadataStorm", s, s.opens_per_s)
     started = w.gauge("prepwatch_first_batch_wait_started_timestamp_seconds", agg="max")
-    up = w.gauge("prepwatch_rank_up", agg="min")
+    up = {(s.run, s.rank): s.up for s in stats}
     for key, t0 in started.items():
-        if t0 > 0 and w.last.t - t0 > th.stalled_s and up.get(key, 1.0) != 0:
+        if w.last.t - t0 > th.stalled_s and up.get(key, True):
             if not any(c.alert == "PrepwatchTrainingStalled" and (c.labels["run"], c.labels["rank"]) == key
                        for c in out):
                 out.append(Condition("PrepwatchTrainingStalled", {"run": key[0], "rank": key[1]}, w.last.t - t0))

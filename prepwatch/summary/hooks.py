@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any, Optional
@@ -44,9 +45,18 @@ def on_watch_stop(watch: Any) -> None:
 def add_summary_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--summary", metavar="PATH", default=None,
-        help="where to write summary.json at the end (default ./prepwatch-summary-RUN.json; "
-        f"${ENV_SUMMARY}=0 turns the summary off)",
+        help="where to write summary.json at the end (default: beside the agent's artifacts "
+        f"with --state-dir, else a new file in the temporary directory; ${ENV_SUMMARY}=0 turns "
+        "the summary off)",
     )
+
+
+def default_path(agent: Any, run: str) -> Path:
+    """Beside the artifacts when the agent's state dir outlives it; else a fresh temp file."""
+    if not getattr(agent, "owns_state_dir", True):
+        return Path(agent.state_dir) / "artifacts" / run / "summary.json"
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    return Path(tempfile.gettempdir()) / f"prepwatch-summary-{run}-{stamp}-{os.getpid()}.json"
 
 
 class RunSummary:
@@ -57,7 +67,7 @@ class RunSummary:
 
         self.run = run
         env = os.environ.get(ENV_SUMMARY)
-        self.path = Path(path or env or f"prepwatch-summary-{run}.json")
+        self.path = Path(path or env or default_path(agent, run))
         self.recorder = None if _disabled() else Recorder(
             agent.collector.collect, on_error=agent.ctx.errors.report).start()
 
