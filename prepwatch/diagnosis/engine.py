@@ -61,6 +61,7 @@ class RankStats:
     host_busy: float = math.nan  # share of the host's CPU time busy
     last_step_age: float = math.nan
     first_batch_waits: float = 0.0
+    restart_share: float = 0.0  # first-batch waits (iterator starts) over the loop's time
     up: bool = True
 
     def to_dict(self) -> dict[str, object]:
@@ -101,6 +102,7 @@ def rank_stats(w: Window) -> list[RankStats]:
     fetch = w.increase("prepwatch_sample_fetch_seconds_sum", by=("run", "rank", "stage"), span=RATE)
     fetch_n = w.increase("prepwatch_sample_fetch_seconds_count", by=("run", "rank", "stage"), span=RATE)
     fbw = w.increase("prepwatch_first_batch_wait_seconds_count")
+    fbw_sum = w.increase("prepwatch_first_batch_wait_seconds_sum")
     last_step = w.gauge("prepwatch_last_step_timestamp_seconds", agg="max")
     endpoint_up = w.gauge("up", by=("instance",), agg="min")  # Prometheus' own; absent live
     up = w.gauge("prepwatch_rank_up", agg="min")
@@ -149,6 +151,7 @@ def rank_stats(w: Window) -> list[RankStats]:
         ls = last_step.get(key, 0.0)
         s.last_step_age = w.last.t - ls if ls > 0 else math.nan
         s.first_batch_waits = fbw.get(key, 0.0)
+        s.restart_share = fbw_sum.get(key, 0.0) / ss if ss > 0 else 0.0
         s.up = up.get(key, 1.0) != 0 and endpoint_up.get((s.instance,), 1.0) != 0
         out.append(s)
     return out

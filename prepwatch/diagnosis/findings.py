@@ -63,6 +63,10 @@ def format_value(value: Optional[float], unit: str) -> str:
         a = abs(value)
         if a >= 120:
             return f"{value / 60:.1f} min"
+        if a == 0:
+            return "0 s"
+        if a >= 10:
+            return f"{value:.0f} s"
         if a >= 1:
             return f"{value:.2f} s"
         if a >= 1e-3:

@@ -20,6 +20,11 @@ from prepwatch.diagnosis.series import Window
 from prepwatch.diagnosis.thresholds import Thresholds, load
 
 
+# Worker start-up at each iterator start (no persistent_workers) matters when the loop
+# spends more than this share of its time waiting for first batches.
+RESTART_SHARE = 0.05
+
+
 def diagnose(w: Window, th: Optional[Thresholds] = None) -> list[Finding]:
     """Every finding on the window, most severe first; ``[]`` means healthy."""
     th = th or load()
@@ -104,7 +109,8 @@ def _rank_findings(s: RankStats, c: dict[str, Condition], th: Thresholds) -> lis
             ))
     if "PrepwatchStepTimeUnstable" in c:
         causes = ["intermittent storage stalls", "GC or host CPU contention"]
-        if s.first_batch_waits > 1:
+        restarts = s.first_batch_waits > 1 and s.restart_share > RESTART_SHARE
+        if restarts:
             causes.insert(0, "DataLoader workers re-created every epoch (persistent_workers=False)")
         if s.open_p99 > th.storm_p99_s:
             causes.insert(0, "slow file opens in the tail")
@@ -113,9 +119,10 @@ def _rank_findings(s: RankStats, c: dict[str, Condition], th: Thresholds) -> lis
             "step_tail", "warning",
             f"Step time has a long tail: p99 is {ratio:.1f}x the median.",
             [Evidence("step p50", s.step_p50, "s"), Evidence("step p99", s.step_p99, "s"),
-             Evidence("p99/p50", ratio, "x"), Evidence("iterator starts", s.first_batch_waits, "count")],
+             Evidence("p99/p50", ratio, "x"), Evidence("iterator starts", s.first_batch_waits, "count"),
+             Evidence("loop time waiting for first batches", s.restart_share, "%")],
             causes,
-            ("Set persistent_workers=True on the DataLoader." if s.first_batch_waits > 1
+            ("Set persistent_workers=True on the DataLoader." if restarts
              else "Line the slow steps up with file open latency and worker restarts."),
             _scope(s), ["PrepwatchStepTimeUnstable"], score=ratio,
         ))

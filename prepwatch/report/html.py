@@ -9,7 +9,15 @@ from typing import Any, Optional
 
 from prepwatch._version import __version__
 from prepwatch.diagnosis.findings import Finding, format_value
-from prepwatch.report.svg import COLORS, chart, fmt
+from prepwatch.report.svg import COLORS, bars, chart, fmt
+
+BAR_TYPES = {"bargauge", "table", "gauge", "piechart"}
+
+
+def _instant(series: list[dict[str, Any]]) -> bool:
+    """Series with one finite point each read better as bars than as dots on a time axis."""
+    counts = [sum(1 for _, v in s["points"] if math.isfinite(v)) for s in series]
+    return bool(counts) and max(counts) <= 2
 
 CSS = """
 :root{--fg:#1d2330;--muted:#5b6475;--line:#dfe3ea;--bg:#f6f7f9;--card:#fff}
@@ -23,11 +31,12 @@ padding:10px 14px;margin:10px 0}.finding.critical{border-left-color:#c62828}
 .finding .v{font-weight:600;font-size:15px}.sev{display:inline-block;font-size:11px;font-weight:700;
 padding:1px 6px;border-radius:3px;color:#fff;background:#999;margin-right:6px;vertical-align:2px}
 .critical .sev{background:#c62828}.warning .sev{background:#b07d00}.info .sev{background:#1f77b4}
-.finding ul{margin:4px 0 0 18px;padding:0}.fix{color:#1b5e20;margin-top:6px}
+.finding ul{margin:6px 0;padding:0;list-style:none;display:flex;flex-wrap:wrap;gap:4px 8px}
+.finding li{background:#f1f3f6;border-radius:4px;padding:1px 8px;font-size:13px}.fix{color:#1b5e20;margin-top:6px}
 .healthy{background:#e8f5e9;border:1px solid #a5d6a7;border-radius:6px;padding:12px 14px;font-weight:600}
 table{border-collapse:collapse;background:var(--card);width:100%;font-size:13px}
 th,td{border:1px solid var(--line);padding:4px 8px;text-align:right}th{background:#eef1f5}
-td:first-child,th:first-child,td.l{text-align:left}
+td:first-child,th:first-child,td.l,table.left th,table.left td{text-align:left}
 .grid{display:grid;grid-template-columns:repeat(auto-fill,minmax(540px,1fr));gap:14px}
 .panel{background:var(--card);border:1px solid var(--line);border-radius:6px;padding:10px 12px}
 .panel h3{font-size:14px;margin:0 0 2px}.panel .desc{color:var(--muted);font-size:12px;margin:0 0 6px;
@@ -88,13 +97,14 @@ def _alerts_html(alerts: list[dict[str, Any]]) -> str:
         rows.append(f'<tr data-alert="{escape(a["alertname"])}"><td>{escape(a["alertname"])}</td>'
                     f'<td class="l">{escape(a["labels"].get("severity", ""))}</td>'
                     f'<td class="l">{escape(labels)}</td><td>{_t(a["first"])}</td><td>{_t(a["last"])}</td></tr>')
-    return ("<table><tr><th>alert</th><th>severity</th><th>labels</th><th>first seen</th><th>last seen</th>"
+    return ("<table class=\"left\"><tr><th>alert</th><th>severity</th><th>labels</th><th>first seen</th><th>last seen</th>"
             "</tr>" + "".join(rows) + "</table>")
 
 
 def _panel_html(p: Any, start: float, end: float) -> str:
-    svg, drawn = chart(p.series, p.unit, start, end)
-    legend = "".join(
+    as_bars = p.type in BAR_TYPES or _instant(p.series)
+    svg, drawn = bars(p.series, p.unit) if as_bars else chart(p.series, p.unit, start, end)
+    legend = "" if as_bars else "".join(
         f'<div title="{escape(s["name"])}"><span class="sw" style="background:{COLORS[i % len(COLORS)]}"></span>'
         f'{escape(s["name"])}: {escape(fmt(_last(s), p.unit))}</div>' for i, s in enumerate(p.series))
     more = getattr(p, "more", 0)

@@ -34,13 +34,15 @@ def fmt(v: float, unit: str) -> str:
 
 
 def _nice_ticks(lo: float, hi: float, n: int = 4) -> list[float]:
+    """Round ticks that enclose [lo, hi]: the first at or below lo, the last at or above hi."""
     if hi <= lo:
         hi = lo + 1
     raw = (hi - lo) / n
     mag = 10 ** math.floor(math.log10(raw))
     step = min((m * mag for m in (1, 2, 2.5, 5, 10) if m * mag >= raw), default=raw)
-    start = math.floor(lo / step) * step
-    return [start + i * step for i in range(int((hi - start) / step) + 2) if start + i * step <= hi + 1e-12]
+    start = math.floor(lo / step + 1e-9) * step
+    stop = math.ceil(hi / step - 1e-9) * step
+    return [start + i * step for i in range(int(round((stop - start) / step)) + 1)]
 
 
 def chart(series: list[dict[str, Any]], unit: str, start: float, end: float) -> tuple[str, int]:
@@ -56,7 +58,7 @@ def chart(series: list[dict[str, Any]], unit: str, start: float, end: float) -> 
     if hi == lo:
         hi = lo + (abs(lo) or 1.0)
     ticks = _nice_ticks(lo, hi)
-    hi = max(hi, ticks[-1])
+    lo, hi = ticks[0], ticks[-1]
     span = max(end - start, 1e-9)
 
     def x(t: float) -> float:
@@ -98,3 +100,32 @@ def chart(series: list[dict[str, Any]], unit: str, start: float, end: float) -> 
             drawn += 1
     parts.append("</svg>")
     return "".join(parts), drawn
+
+
+def bars(series: list[dict[str, Any]], unit: str) -> tuple[str, int]:
+    """Horizontal bars of each series' last value (tables, bar gauges, stats)."""
+    last = []
+    for s in series:
+        vals = [v for _, v in s["points"] if math.isfinite(v)]
+        if vals:
+            last.append((s["name"], vals[-1]))
+    if not last:
+        return chart([], unit, 0, 1)
+    row = 22
+    h = PAD_T + row * len(last) + 4
+    hi = max(max(abs(v) for _, v in last), 1e-12)
+    if unit == "percentunit":
+        hi = max(hi, 1.0)
+    label_w, value_w = 170, 70
+    bar_w = W - label_w - value_w - 8
+    parts = [f'<svg class="chart" viewBox="0 0 {W} {h}" role="img">']
+    for i, (name, v) in enumerate(last):
+        y = PAD_T + i * row
+        w = max(abs(v) / hi * bar_w, 1.0)
+        color = COLORS[i % len(COLORS)]
+        short = name if len(name) <= 28 else name[:27] + "\u2026"
+        parts.append(f'<text x="{label_w - 6}" y="{y + 15}" text-anchor="end" class="tick">{escape(short)}</text>'
+                     f'<path d="M{label_w},{y + 4} h{w:.1f} v14 h{-w:.1f} Z" fill="{color}" data-points="1"/>'
+                     f'<text x="{label_w + w + 6:.1f}" y="{y + 15}" class="tick">{escape(fmt(v, unit))}</text>')
+    parts.append("</svg>")
+    return "".join(parts), len(last)
