@@ -88,7 +88,7 @@ def plain_frame(url: str, w: Window, findings: list[Finding]) -> str:
     elif not findings:
         lines.append("  HEALTHY: no finding")
     for f in findings[:4]:
-        lines.append(f"  {f.severity.upper()}: {f.verdict}")
+        lines.append(f"  {f.severity.upper()} [{f.key}]: {f.verdict}")
         lines.append("    evidence: " + "; ".join(e.text().strip() for e in f.evidence[:4]))
         lines.append(f"    try first: {f.fix}")
     table = [COLUMNS, *rows(stats)]
@@ -117,7 +117,8 @@ def rich_frame(url: str, w: Window, findings: list[Finding]) -> Any:
         body.append("causes: " + " > ".join(f.causes[:3]) + "\n", style="dim")
         body.append("try first: " + f.fix, style="green")
         style = SEVERITY_STYLE.get(f.severity, "white")
-        parts.append(Panel(body, title=f.severity.upper(), title_align="left", border_style=style))
+        parts.append(Panel(body, title=f"{f.severity.upper()} [{f.key}]", title_align="left",
+                           border_style=style))
     table = Table(expand=True, header_style="bold")
     for c in COLUMNS:
         table.add_column(c, justify="left" if c in ("run", "rank", "stages/sample") else "right")
