@@ -41,23 +41,47 @@ def test_waiting_behind_a_busy_gpu_is_not_input_bound():
     assert diagnose(w) == []
 
 
-@pytest.mark.parametrize(("rank", "job", "key"), [
-    # workers saturated, host saturated too: decode/augmentation is the cost
-    (Rank(wait_share=0.3, stage_s={"read": 0.0002, "decode": 0.004, "transform": 0.003}),
-     dict(worker_cpu=0.97, host_busy=0.95, workers=15), "input_bound.cpu"),
-    # workers saturated, host mostly idle: more workers
-    (Rank(wait_share=0.3, stage_s={"read": 0.0002, "decode": 0.004, "transform": 0.003}),
-     dict(worker_cpu=0.97, host_busy=0.2, workers=2), "input_bound.workers"),
-    # workers mostly waiting on reads (no file hook): storage
-    (Rank(wait_share=0.3, stage_s={"read": 0.01, "decode": 0.001, "transform": 0.001}),
-     dict(worker_cpu=0.1), "input_bound.storage"),
-    # one small file per sample with slow opens: the small-file storm
-    (Rank(wait_share=0.3, stage_s={"read": 0.03, "decode": 0.0005, "transform": 0.0005},
-          opens_per_sample=1, open_s=0.03, bytes_per_open=3072), dict(worker_cpu=0.05), "input_bound.small_files"),
-    # the workers are fast, the loop still waits: collate/transfer
-    (Rank(wait_share=0.3, stage_s={"read": 0.00001, "decode": 0.00001, "transform": 0.00001}),
-     dict(worker_cpu=0.05), "input_bound.transfer"),
-])
+@pytest.mark.parametrize(
+    ("rank", "job", "key"),
+    [
+        # workers saturated, host saturated too: decode/augmentation is the cost
+        (
+            Rank(wait_share=0.3, stage_s={"read": 0.0002, "decode": 0.004, "transform": 0.003}),
+            dict(worker_cpu=0.97, host_busy=0.95, workers=15),
+            "input_bound.cpu",
+        ),
+        # workers saturated, host mostly idle: more workers
+        (
+            Rank(wait_share=0.3, stage_s={"read": 0.0002, "decode": 0.004, "transform": 0.003}),
+            dict(worker_cpu=0.97, host_busy=0.2, workers=2),
+            "input_bound.workers",
+        ),
+        # workers mostly waiting on reads (no file hook): storage
+        (
+            Rank(wait_share=0.3, stage_s={"read": 0.01, "decode": 0.001, "transform": 0.001}),
+            dict(worker_cpu=0.1),
+            "input_bound.storage",
+        ),
+        # one small file per sample with slow opens: the small-file storm
+        (
+            Rank(
+                wait_share=0.3,
+                stage_s={"read": 0.03, "decode": 0.0005, "transform": 0.0005},
+                opens_per_sample=1,
+                open_s=0.03,
+                bytes_per_open=3072,
+            ),
+            dict(worker_cpu=0.05),
+            "input_bound.small_files",
+        ),
+        # the workers are fast, the loop still waits: collate/transfer
+        (
+            Rank(wait_share=0.3, stage_s={"read": 0.00001, "decode": 0.00001, "transform": 0.00001}),
+            dict(worker_cpu=0.05),
+            "input_bound.transfer",
+        ),
+    ],
+)
 def test_input_bound_is_split_by_where_the_time_goes(rank, job, key):
     findings = diagnose(Job([rank], **job).record(600))
     check_shape(findings)
@@ -145,23 +169,58 @@ def _counters(name: str, label: str, rates: dict[str, float]):
     def lines(job: Job, t: float) -> list[str]:
         dt = t - 1_800_000_000.0
         return [f'{name}{{run="job",rank="0",{label}="{k}"}} {v * dt}' for k, v in rates.items()]
+
     return lines
 
 
-@pytest.mark.parametrize(("extra", "key", "severity"), [
-    ([_counters("prepwatch_input_contract_violations_total", "kind", {"forgot_255": 1.0, "bgr": 0.0}),
-      lambda j, t: [f'prepwatch_input_batches_checked_total{{run="job",rank="0"}} {t - 1_800_000_000.0}']],
-     "off_contract", "critical"),
-    ([_counters("prepwatch_input_contract_violations_total", "kind", {"bgr": 0.1}),
-      lambda j, t: [f'prepwatch_input_batches_checked_total{{run="job",rank="0"}} {t - 1_800_000_000.0}']],
-     "off_contract", "warning"),
-    ([_counters("prepwatch_box_alignment_checks_total", "result",
-                {"aligned": 0.5, "misaligned": 0.5, "error": 0.0})], "boxes_misaligned", "critical"),
-    ([_counters("prepwatch_boxes_total", "outcome", {"valid": 1.0, "out_of_bounds": 0.2})],
-     "boxes_invalid", "warning"),
-    ([_counters("prepwatch_clips_total", "outcome", {"consistent": 0.2, "inconsistent": 0.8})],
-     "clips_inconsistent", "warning"),
-])
+@pytest.mark.parametrize(
+    ("extra", "key", "severity"),
+    [
+        (
+            [
+                _counters(
+                    "prepwatch_input_contract_violations_total", "kind", {"forgot_255": 1.0, "bgr": 0.0}
+                ),
+                lambda j, t: [
+                    f'prepwatch_input_batches_checked_total{{run="job",rank="0"}} {t - 1_800_000_000.0}'
+                ],
+            ],
+            "off_contract",
+            "critical",
+        ),
+        (
+            [
+                _counters("prepwatch_input_contract_violations_total", "kind", {"bgr": 0.1}),
+                lambda j, t: [
+                    f'prepwatch_input_batches_checked_total{{run="job",rank="0"}} {t - 1_800_000_000.0}'
+                ],
+            ],
+            "off_contract",
+            "warning",
+        ),
+        (
+            [
+                _counters(
+                    "prepwatch_box_alignment_checks_total",
+                    "result",
+                    {"aligned": 0.5, "misaligned": 0.5, "error": 0.0},
+                )
+            ],
+            "boxes_misaligned",
+            "critical",
+        ),
+        (
+            [_counters("prepwatch_boxes_total", "outcome", {"valid": 1.0, "out_of_bounds": 0.2})],
+            "boxes_invalid",
+            "warning",
+        ),
+        (
+            [_counters("prepwatch_clips_total", "outcome", {"consistent": 0.2, "inconsistent": 0.8})],
+            "clips_inconsistent",
+            "warning",
+        ),
+    ],
+)
 def test_data_integrity_findings(extra, key, severity):
     findings = diagnose(Job([Rank()], extra=extra).record(900))
     check_shape(findings)
@@ -169,19 +228,21 @@ def test_data_integrity_findings(extra, key, severity):
 
 
 def test_healthy_data_integrity_counters_are_silent():
-    extra = [_counters("prepwatch_input_contract_violations_total", "kind", {"bgr": 0.0}),
-             lambda j, t: [f'prepwatch_input_batches_checked_total{{run="job",rank="0"}} {t - 1.8e9}'],
-             _counters("prepwatch_box_alignment_checks_total", "result", {"aligned": 1.0, "misaligned": 0.01}),
-             _counters("prepwatch_clips_total", "outcome", {"consistent": 1.0, "inconsistent": 0.05})]
+    extra = [
+        _counters("prepwatch_input_contract_violations_total", "kind", {"bgr": 0.0}),
+        lambda j, t: [f'prepwatch_input_batches_checked_total{{run="job",rank="0"}} {t - 1.8e9}'],
+        _counters("prepwatch_box_alignment_checks_total", "result", {"aligned": 1.0, "misaligned": 0.01}),
+        _counters("prepwatch_clips_total", "outcome", {"consistent": 1.0, "inconsistent": 0.05}),
+    ]
     assert diagnose(Job([Rank()], extra=extra).record(900)) == []
 
 
 def test_rare_class_recall_falling_under_augmentation_on_the_real_overaug_run():
     """The overaug demo's deterministic run (as in test_class_health_demo), scraped at each
     evaluation: the engine names the rare class once the augmentation ramps up."""
-    import prepwatch
     from helpers import scrape
 
+    import prepwatch
     from prepwatch.demo import fault_overaug
     from prepwatch.diagnosis.series import Snapshot, Window, labels_of
 
@@ -190,9 +251,18 @@ def test_rare_class_recall_falling_under_augmentation_on_the_real_overaug_run():
     snaps: list[Snapshot] = []
     try:
         fault_overaug.run(
-            watch, steps=450, seed=0, eval_size=1200, eval_every_steps=30, ramp_after_steps=150,
-            on_evaluation=lambda e: snaps.append(Snapshot(60.0 * (len(snaps) + 1), {
-                (n, labels_of(dict(lab))): v for (n, lab), v in scrape(watch.url).items()})),
+            watch,
+            steps=450,
+            seed=0,
+            eval_size=1200,
+            eval_every_steps=30,
+            ramp_after_steps=150,
+            on_evaluation=lambda e: snaps.append(
+                Snapshot(
+                    60.0 * (len(snaps) + 1),
+                    {(n, labels_of(dict(lab))): v for (n, lab), v in scrape(watch.url).items()},
+                )
+            ),
         )
     finally:
         prepwatch.stop()

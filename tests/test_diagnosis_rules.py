@@ -90,8 +90,11 @@ def fires(snaps: list[Snapshot], t: float, alert: str, for_s: float, interval: f
         past = [s for s in snaps if s.t <= e + 1e-6]
         if len(past) < 2:
             return set()
-        held = {tuple((k, c.labels[k]) for k in KEYS if k in c.labels)
-                for c in conditions(Window(past, start=0.0), th) if c.alert == alert}
+        held = {
+            tuple((k, c.labels[k]) for k in KEYS if k in c.labels)
+            for c in conditions(Window(past, start=0.0), th)
+            if c.alert == alert
+        }
         result = held if result is None else result & held
     return result or set()
 
@@ -103,7 +106,9 @@ def cases():
             for rt in test.get("alert_rule_test", []):
                 if rt["alertname"] in NOT_MODELLED:
                     continue
-                yield pytest.param(test, rt, id=f"{path.stem}:{test.get('name', '?')}:{rt['alertname']}@{rt['eval_time']}")
+                yield pytest.param(
+                    test, rt, id=f"{path.stem}:{test.get('name', '?')}:{rt['alertname']}@{rt['eval_time']}"
+                )
 
 
 @pytest.mark.parametrize(("test", "rule_test"), list(cases()))
@@ -115,21 +120,29 @@ def test_engine_agrees_with_promtool_fixture(test, rule_test):
     t = duration(rule_test["eval_time"])
     interval = duration(test.get("interval", "1m"))
     got = fires(snaps, t, alert, rules[alert].for_s, interval)
-    want = {tuple((k, a["exp_labels"][k]) for k in KEYS if k in a["exp_labels"])
-            for a in rule_test.get("exp_alerts") or []}
+    want = {
+        tuple((k, a["exp_labels"][k]) for k in KEYS if k in a["exp_labels"])
+        for a in rule_test.get("exp_alerts") or []
+    }
     assert got == want
 
 
 def test_every_alert_is_modelled_or_listed():
     rules = load_rules()
-    covered = {rt["alertname"] for t in (yaml.safe_load(p.read_text()) for p in FIXTURES)
-               for test in t["tests"] for rt in test.get("alert_rule_test", [])}
+    covered = {
+        rt["alertname"]
+        for t in (yaml.safe_load(p.read_text()) for p in FIXTURES)
+        for test in t["tests"]
+        for rt in test.get("alert_rule_test", [])
+    }
     assert set(rules) - NOT_MODELLED <= covered
 
 
 def test_a_changed_rule_changes_the_engine_and_a_broken_one_is_named(tmp_path):
     text = (ROOT / "alerts" / "input_pipeline.rules.yml").read_text()
-    changed = text.replace("run_rank:prepwatch_data_wait:ratio_rate5m > 0.20", "run_rank:prepwatch_data_wait:ratio_rate5m > 0.35")
+    changed = text.replace(
+        "run_rank:prepwatch_data_wait:ratio_rate5m > 0.20", "run_rank:prepwatch_data_wait:ratio_rate5m > 0.35"
+    )
     assert changed != text
     th = thresholds_from({**load_rules(), **parse_rules(changed)})
     assert th.wait_critical == 0.35 and th.wait_warning == 0.10

@@ -22,7 +22,8 @@ Z_P99 = 2.326  # a normal distribution's p99 is 2.326 sigma above its median
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
-        "compare", help="what changed between two runs' summary.json",
+        "compare",
+        help="what changed between two runs' summary.json",
         description="Compare two end-of-run summaries (summary.json): throughput, data-wait "
         "share and step quantiles per rank, and findings; says which changes are beyond "
         "run-to-run noise.",
@@ -53,8 +54,9 @@ def _step_se(rank: dict[str, Any]) -> float:
     return sigma / p50 / math.sqrt(steps)
 
 
-def _change(metric: str, a: Optional[float], b: Optional[float], kind: str, se: float,
-            better: str) -> Optional[dict[str, Any]]:
+def _change(
+    metric: str, a: Optional[float], b: Optional[float], kind: str, se: float, better: str
+) -> Optional[dict[str, Any]]:
     if a is None or b is None:
         return None
     if kind == "share":
@@ -70,8 +72,16 @@ def _change(metric: str, a: Optional[float], b: Optional[float], kind: str, se: 
         noise = max(REL_FLOOR, 3 * se)
         significant = abs(rel) > noise
     worse = (delta > 0) if better == "lower" else (delta < 0)
-    return {"metric": metric, "a": a, "b": b, "delta": delta, "relative": rel, "noise": noise,
-            "significant": significant, "direction": ("worse" if worse else "better") if significant else "same"}
+    return {
+        "metric": metric,
+        "a": a,
+        "b": b,
+        "delta": delta,
+        "relative": rel,
+        "noise": noise,
+        "significant": significant,
+        "direction": ("worse" if worse else "better") if significant else "same",
+    }
 
 
 def compare(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
@@ -79,16 +89,24 @@ def compare(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
     ra = {r["rank"]: r for r in a.get("ranks", [])}
     rb = {r["rank"]: r for r in b.get("ranks", [])}
     se_all = max([_step_se(r) for r in [*ra.values(), *rb.values()]] or [0.0])
-    c = _change("samples/s", _num(a.get("samples_per_s")), _num(b.get("samples_per_s")), "rate",
-                math.sqrt(2) * se_all, "higher")
+    c = _change(
+        "samples/s",
+        _num(a.get("samples_per_s")),
+        _num(b.get("samples_per_s")),
+        "rate",
+        math.sqrt(2) * se_all,
+        "higher",
+    )
     if c:
         changes.append(c)
     for rank in sorted(set(ra) & set(rb)):
         x, y = ra[rank], rb[rank]
         se = math.hypot(_step_se(x), _step_se(y))
         for key, label, kind, better in (
-            ("samples_per_s", "samples/s", "rate", "higher"), ("wait_share", "data-wait share", "share", "lower"),
-            ("step_p50", "step p50", "time", "lower"), ("step_p99", "step p99", "time", "lower"),
+            ("samples_per_s", "samples/s", "rate", "higher"),
+            ("wait_share", "data-wait share", "share", "lower"),
+            ("step_p50", "step p50", "time", "lower"),
+            ("step_p99", "step p99", "time", "lower"),
         ):
             ch = _change(f"rank {rank} {label}", _num(x.get(key)), _num(y.get(key)), kind, se, better)
             if ch:
@@ -115,8 +133,13 @@ def compare(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
         if findings["resolved"]:
             parts.append("resolved: " + ", ".join(f["key"] for f in findings["resolved"]))
         verdict = "; ".join(parts)
-    return {"a": {"run": a.get("run"), "path": a.get("path")}, "b": {"run": b.get("run"), "path": b.get("path")},
-            "verdict": verdict, "changes": changes, "findings": findings}
+    return {
+        "a": {"run": a.get("run"), "path": a.get("path")},
+        "b": {"run": b.get("run"), "path": b.get("path")},
+        "verdict": verdict,
+        "changes": changes,
+        "findings": findings,
+    }
 
 
 def format_text(result: dict[str, Any]) -> str:
@@ -125,7 +148,11 @@ def format_text(result: dict[str, Any]) -> str:
     lines = [f"prepwatch compare: {result['a']['run']} -> {result['b']['run']}: {result['verdict']}"]
     for c in result["changes"]:
         unit = "%" if "share" in c["metric"] else ("s" if "step" in c["metric"] else "")
-        a, b = (format_value(c["a"], unit), format_value(c["b"], unit)) if unit else (f"{c['a']:.1f}", f"{c['b']:.1f}")
+        a, b = (
+            (format_value(c["a"], unit), format_value(c["b"], unit))
+            if unit
+            else (f"{c['a']:.1f}", f"{c['b']:.1f}")
+        )
         if c["relative"] is not None:
             size = f"{c['relative'] * 100:+.1f}% (noise {c['noise'] * 100:.1f}%)"
         else:

@@ -9,9 +9,9 @@ import sys
 from prepwatch.agent.agent import Agent
 from prepwatch.agent.supervise import run_child
 from prepwatch.cli.common import add_serve_options, serve_kwargs
-from prepwatch.summary.hooks import RunSummary, add_summary_option
 from prepwatch.demo import FAULTS
 from prepwatch.demo.status import StatusPrinter
+from prepwatch.summary.hooks import RunSummary, add_summary_option
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:

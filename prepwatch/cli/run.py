@@ -9,8 +9,8 @@ import sys
 from prepwatch.agent.agent import Agent
 from prepwatch.agent.supervise import run_child
 from prepwatch.cli.common import add_serve_options, serve_kwargs
-from prepwatch.summary.hooks import RunSummary, add_summary_option
 from prepwatch.metrics import sanitize_label_value
+from prepwatch.summary.hooks import RunSummary, add_summary_option
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:

@@ -30,7 +30,8 @@ SEVERITY_STYLE = {"critical": "bold red", "warning": "yellow", "info": "cyan"}
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
-        "top", help="live terminal view with the current findings",
+        "top",
+        help="live terminal view with the current findings",
         description="Live view of a prepwatch endpoint (a job, the node agent or the demo): "
         "throughput, data-wait share, step p50/p99, GPU busy, worker CPU and stage timings, IO, "
         "per rank, with the current findings on top. q or Ctrl-C quits.",
@@ -62,22 +63,49 @@ def _stages(s: RankStats) -> str:
     return " ".join(f"{k[:3]} {_f(v, 's')}" for k, v in sorted(s.stages.items(), key=lambda kv: -kv[1])[:3])
 
 
-COLUMNS = ("run", "rank", "steps/s", "samples/s", "data-wait", "p50", "p99", "GPU", "wkr CPU",
-           "stages/sample", "opens/s", "B/open")
+COLUMNS = (
+    "run",
+    "rank",
+    "steps/s",
+    "samples/s",
+    "data-wait",
+    "p50",
+    "p99",
+    "GPU",
+    "wkr CPU",
+    "stages/sample",
+    "opens/s",
+    "B/open",
+)
 
 
 def rows(stats: list[RankStats]) -> list[tuple[str, ...]]:
-    return [(s.run, s.rank, f"{s.steps_per_s:.2f}", f"{s.samples_per_s:.0f}", _f(s.wait_share, "%"),
-             _f(s.step_p50, "s"), _f(s.step_p99, "s"), _f(s.gpu_busy, "%"), _f(s.worker_cpu, "%"),
-             _stages(s), f"{s.opens_per_s:.0f}" if s.opens_per_s else "-", _f(s.bytes_per_open, "B"))
-            for s in stats]
+    return [
+        (
+            s.run,
+            s.rank,
+            f"{s.steps_per_s:.2f}",
+            f"{s.samples_per_s:.0f}",
+            _f(s.wait_share, "%"),
+            _f(s.step_p50, "s"),
+            _f(s.step_p99, "s"),
+            _f(s.gpu_busy, "%"),
+            _f(s.worker_cpu, "%"),
+            _stages(s),
+            f"{s.opens_per_s:.0f}" if s.opens_per_s else "-",
+            _f(s.bytes_per_open, "B"),
+        )
+        for s in stats
+    ]
 
 
 def headline(url: str, w: Window, stats: list[RankStats]) -> str:
     steps = sum(s.steps_per_s for s in stats)
     samples = sum(s.samples_per_s for s in stats)
-    return (f"prepwatch top  {url}  window {w.span_seconds(300):.0f}s  ranks {len(stats)}  "
-            f"{steps:.2f} steps/s  {samples:.0f} samples/s")
+    return (
+        f"prepwatch top  {url}  window {w.span_seconds(300):.0f}s  ranks {len(stats)}  "
+        f"{steps:.2f} steps/s  {samples:.0f} samples/s"
+    )
 
 
 def plain_frame(url: str, w: Window, findings: list[Finding]) -> str:
@@ -117,8 +145,9 @@ def rich_frame(url: str, w: Window, findings: list[Finding]) -> Any:
         body.append("causes: " + " > ".join(f.causes[:3]) + "\n", style="dim")
         body.append("try first: " + f.fix, style="green")
         style = SEVERITY_STYLE.get(f.severity, "white")
-        parts.append(Panel(body, title=f"{f.severity.upper()} [{f.key}]", title_align="left",
-                           border_style=style))
+        parts.append(
+            Panel(body, title=f"{f.severity.upper()} [{f.key}]", title_align="left", border_style=style)
+        )
     table = Table(expand=True, header_style="bold")
     for c in COLUMNS:
         table.add_column(c, justify="left" if c in ("run", "rank", "stages/sample") else "right")
@@ -211,8 +240,9 @@ def run(args: argparse.Namespace) -> int:
             else:
                 while True:
                     w, findings, error = tick()
-                    print(plain_frame(args.url, w, findings) + (f"\n  ! {error}" if error else ""),
-                          flush=True)
+                    print(
+                        plain_frame(args.url, w, findings) + (f"\n  ! {error}" if error else ""), flush=True
+                    )
                     if _wait(pressed, args.every):
                         break
     except KeyboardInterrupt:

@@ -30,9 +30,16 @@ MEMORY_RISING_SHARE = 0.75
 # A worker counts as CPU-saturated at 85% of a core: decode/augmentation is the bound.
 WORKER_SATURATED = 0.85
 STAGES = ("read", "decode", "transform", "other")
-LOOP_PREFIXES = ("prepwatch_step_duration_seconds", "prepwatch_data_wait_seconds", "prepwatch_steps_total",
-                 "prepwatch_rank_up", "prepwatch_last_step_timestamp", "prepwatch_first_batch_wait",
-                 "prepwatch_file_open", "prepwatch_sample_fetch")
+LOOP_PREFIXES = (
+    "prepwatch_step_duration_seconds",
+    "prepwatch_data_wait_seconds",
+    "prepwatch_steps_total",
+    "prepwatch_rank_up",
+    "prepwatch_last_step_timestamp",
+    "prepwatch_first_batch_wait",
+    "prepwatch_file_open",
+    "prepwatch_sample_fetch",
+)
 INVALID_OUTCOMES = ("out_of_bounds", "degenerate")
 
 
@@ -157,8 +164,9 @@ def rank_stats(w: Window) -> list[RankStats]:
     return out
 
 
-def conditions(w: Window, th: Optional[Thresholds] = None,
-               stats: Optional[list[RankStats]] = None) -> list[Condition]:
+def conditions(
+    w: Window, th: Optional[Thresholds] = None, stats: Optional[list[RankStats]] = None
+) -> list[Condition]:
     """The alert rules' conditions (without ``for:``) evaluated on the window."""
     th = th or load()
     stats = stats if stats is not None else rank_stats(w)
@@ -183,16 +191,23 @@ def conditions(w: Window, th: Optional[Thresholds] = None,
             add("PrepwatchTrainingStalled", s, s.last_step_age)
         if s.open_p99 > th.open_p99_s and s.opens_per_s >= th.open_min_rate:
             add("PrepwatchFileOpenLatencyHigh", s, s.open_p99)
-        if (s.opens_per_s >= th.storm_opens and s.bytes_per_open < th.storm_bytes
-                and s.open_p99 > th.storm_p99_s):
+        if (
+            s.opens_per_s >= th.storm_opens
+            and s.bytes_per_open < th.storm_bytes
+            and s.open_p99 > th.storm_p99_s
+        ):
             add("PrepwatchSmallFileMetadataStorm", s, s.opens_per_s)
     started = w.gauge("prepwatch_first_batch_wait_started_timestamp_seconds", agg="max")
     up = {(s.run, s.rank): s.up for s in stats}
     for key, t0 in started.items():
         if w.last.t - t0 > th.stalled_s and up.get(key, True):
-            if not any(c.alert == "PrepwatchTrainingStalled" and (c.labels["run"], c.labels["rank"]) == key
-                       for c in out):
-                out.append(Condition("PrepwatchTrainingStalled", {"run": key[0], "rank": key[1]}, w.last.t - t0))
+            if not any(
+                c.alert == "PrepwatchTrainingStalled" and (c.labels["run"], c.labels["rank"]) == key
+                for c in out
+            ):
+                out.append(
+                    Condition("PrepwatchTrainingStalled", {"run": key[0], "rank": key[1]}, w.last.t - t0)
+                )
     by_run: dict[str, list[RankStats]] = {}
     for s in stats:
         if not math.isnan(s.step_p50):
@@ -236,13 +251,17 @@ def _ratio_conditions(w: Window, th: Thresholds) -> list[Condition]:
             out.append(Condition("PrepwatchInputOffContractPartial", labels, ratio))
     for span in (QUANTILE, HOUR):
         mis = _judged(w, "prepwatch_box_alignment_checks_total", "result", "misaligned", "aligned", span)
-        short = _judged(w, "prepwatch_box_alignment_checks_total", "result", "misaligned", "aligned", QUANTILE)
+        short = _judged(
+            w, "prepwatch_box_alignment_checks_total", "result", "misaligned", "aligned", QUANTILE
+        )
         for (run, rank), (_b, n, r) in mis.items():
             if span == HOUR and short.get((run, rank), (0, 0, 0))[1] >= th.misaligned_min:
                 continue
             if r > th.misaligned_ratio and n >= th.misaligned_min:
-                if not any(c.alert == "PrepwatchBoxesMisaligned" and c.labels == {"run": run, "rank": rank}
-                           for c in out):
+                if not any(
+                    c.alert == "PrepwatchBoxesMisaligned" and c.labels == {"run": run, "rank": rank}
+                    for c in out
+                ):
                     out.append(Condition("PrepwatchBoxesMisaligned", {"run": run, "rank": rank}, r))
     boxes = w.increase("prepwatch_boxes_total", span=QUANTILE)
     invalid: dict[tuple[str, ...], float] = {}
@@ -278,29 +297,52 @@ def _recall_conditions(w: Window, th: Thresholds) -> list[Condition]:
     for snap in w.snapshots:
         if snap.t < w.last.t - RECALL_HISTORY:
             continue
-        evaluated = {(d.get("run"), d.get("rank"), d.get("split")) for d, _ in snap.select("prepwatch_eval_rounds_total")}
-        rec = _avg_by(((d, v) for d, v in snap.select("prepwatch_class_recall_ratio")
-                       if (d.get("run"), d.get("rank"), d.get("split")) in evaluated), by)
+        evaluated = {
+            (d.get("run"), d.get("rank"), d.get("split"))
+            for d, _ in snap.select("prepwatch_eval_rounds_total")
+        }
+        rec = _avg_by(
+            (
+                (d, v)
+                for d, v in snap.select("prepwatch_class_recall_ratio")
+                if (d.get("run"), d.get("rank"), d.get("split")) in evaluated
+            ),
+            by,
+        )
         for k, v in rec.items():
             history[k] = max(history.get(k, -1.0), v)
-        acc = _avg_by(((d, v) for d, v in snap.select("prepwatch_accuracy_ratio")
-                       if (d.get("run"), d.get("rank"), d.get("split")) in evaluated), ("run", "split"))
+        acc = _avg_by(
+            (
+                (d, v)
+                for d, v in snap.select("prepwatch_accuracy_ratio")
+                if (d.get("run"), d.get("rank"), d.get("split")) in evaluated
+            ),
+            ("run", "split"),
+        )
         for k, v in acc.items():
             acc_max[k] = max(acc_max.get(k, -1.0), v)
             acc_min[k] = min(acc_min.get(k, 2.0), v)
     last = w.last
-    cur = {(d.get("run"), d.get("rank"), d.get("split"), d.get("class")): v
-           for d, v in last.select("prepwatch_class_recall_ratio")}
-    prev = {(d.get("run"), d.get("rank"), d.get("split"), d.get("class")): v
-            for d, v in last.select("prepwatch_class_recall_previous_ratio")}
+    cur = {
+        (d.get("run"), d.get("rank"), d.get("split"), d.get("class")): v
+        for d, v in last.select("prepwatch_class_recall_ratio")
+    }
+    prev = {
+        (d.get("run"), d.get("rank"), d.get("split"), d.get("class")): v
+        for d, v in last.select("prepwatch_class_recall_previous_ratio")
+    }
     last2: dict[tuple[str, ...], list[float]] = {}
     for k, pv in prev.items():
         v = cur.get(k, math.nan)
         best = v if v >= pv else pv
         last2.setdefault((k[0], k[2], k[3]), []).append(best)
-    acur = {(d.get("run"), d.get("rank"), d.get("split")): v for d, v in last.select("prepwatch_accuracy_ratio")}
-    aprev = {(d.get("run"), d.get("rank"), d.get("split")): v
-             for d, v in last.select("prepwatch_accuracy_previous_ratio")}
+    acur = {
+        (d.get("run"), d.get("rank"), d.get("split")): v for d, v in last.select("prepwatch_accuracy_ratio")
+    }
+    aprev = {
+        (d.get("run"), d.get("rank"), d.get("split")): v
+        for d, v in last.select("prepwatch_accuracy_previous_ratio")
+    }
     acc_last2: dict[tuple[str, ...], list[float]] = {}
     for k, pv in aprev.items():
         v = acur.get(k, math.nan)
@@ -330,10 +372,15 @@ def _recall_conditions(w: Window, th: Thresholds) -> list[Condition]:
         stderr = math.sqrt(max(p * (1 - p), 0.0) / per_round)
         floor = (math.sqrt(2 * math.log(max(rounds6h.get((run, split), 0.0), 2))) + 2) * stderr
         a2 = sum(acc_last2[(run, split)]) / len(acc_last2[(run, split)])
-        if (drop > th.recall_drop and drop > floor
-                and a2 >= acc_max.get((run, split), a2) - th.accuracy_hold
-                and a2 >= acc_min.get((run, split), a2) + th.accuracy_rise):
-            out.append(Condition("PrepwatchRareClassRecallDrop", {"run": run, "split": split, "class": cls}, drop))
+        if (
+            drop > th.recall_drop
+            and drop > floor
+            and a2 >= acc_max.get((run, split), a2) - th.accuracy_hold
+            and a2 >= acc_min.get((run, split), a2) + th.accuracy_rise
+        ):
+            out.append(
+                Condition("PrepwatchRareClassRecallDrop", {"run": run, "split": split, "class": cls}, drop)
+            )
     return out
 
 

@@ -44,9 +44,17 @@ class Finding:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Finding:
         ev = [Evidence(e["what"], float(e["value"]), e["unit"]) for e in d.get("evidence", [])]
-        return cls(d["key"], d["severity"], d["verdict"], ev, list(d.get("causes", [])),
-                   d.get("fix", ""), dict(d.get("scope", {})), list(d.get("alerts", [])),
-                   float(d.get("score", 0.0)))
+        return cls(
+            d["key"],
+            d["severity"],
+            d["verdict"],
+            ev,
+            list(d.get("causes", [])),
+            d.get("fix", ""),
+            dict(d.get("scope", {})),
+            list(d.get("alerts", [])),
+            float(d.get("score", 0.0)),
+        )
 
 
 def rank_findings(findings: list[Finding]) -> list[Finding]:

@@ -124,8 +124,9 @@ class Window:
         t0 = base.t if len(self.snapshots) > 1 else self.start
         return max(self.last.t - t0, 1e-9)
 
-    def increase(self, name: str, by: tuple[str, ...] = GROUP, span: Optional[float] = None,
-                 **match: str) -> dict[tuple[str, ...], float]:
+    def increase(
+        self, name: str, by: tuple[str, ...] = GROUP, span: Optional[float] = None, **match: str
+    ) -> dict[tuple[str, ...], float]:
         """Per group, the counter's growth over the window (a reset counts from zero)."""
         before: dict[Key, float] = {}
         for labels, v in self.base(span).select(name, **match):
@@ -140,12 +141,14 @@ class Window:
             out[g] = out.get(g, 0.0) + d
         return out
 
-    def gauge(self, name: str, by: tuple[str, ...] = GROUP, agg: str = "sum",
-              **match: str) -> dict[tuple[str, ...], float]:
+    def gauge(
+        self, name: str, by: tuple[str, ...] = GROUP, agg: str = "sum", **match: str
+    ) -> dict[tuple[str, ...], float]:
         return gauge_of(self.last, name, by, agg, **match)
 
-    def quantile(self, q: float, name: str, by: tuple[str, ...] = GROUP, span: Optional[float] = None,
-                 **match: str) -> dict[tuple[str, ...], float]:
+    def quantile(
+        self, q: float, name: str, by: tuple[str, ...] = GROUP, span: Optional[float] = None, **match: str
+    ) -> dict[tuple[str, ...], float]:
         """``histogram_quantile(q, sum by (by, le) (increase(name_bucket)))``."""
         buckets = self.increase(f"{name}_bucket", by + ("le",), span, **match)
         per: dict[tuple[str, ...], list[tuple[float, float]]] = {}
@@ -154,8 +157,9 @@ class Window:
         return {g: histogram_quantile(q, b) for g, b in per.items()}
 
 
-def gauge_of(snap: Snapshot, name: str, by: tuple[str, ...] = GROUP, agg: str = "sum",
-             **match: str) -> dict[tuple[str, ...], float]:
+def gauge_of(
+    snap: Snapshot, name: str, by: tuple[str, ...] = GROUP, agg: str = "sum", **match: str
+) -> dict[tuple[str, ...], float]:
     groups: dict[tuple[str, ...], list[float]] = {}
     for labels, v in snap.select(name, **match):
         if not math.isnan(v):

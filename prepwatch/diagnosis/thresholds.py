@@ -87,9 +87,7 @@ def alerts_dir() -> Path:
     for candidate in (here / "alerts", here.parent / "alerts"):
         if any(candidate.glob("*.rules.yml")):
             return candidate
-    raise FileNotFoundError(
-        f"no prepwatch alert rules next to the package; set ${ENV_ALERTS_DIR} to alerts/"
-    )
+    raise FileNotFoundError(f"no prepwatch alert rules next to the package; set ${ENV_ALERTS_DIR} to alerts/")
 
 
 def _duration(text: str) -> float:
@@ -113,7 +111,7 @@ def parse_rules(text: str, file: str = "") -> dict[str, Rule]:
         indent, name = len(m.group(1)), m.group(2)
         body = []
         i += 1
-        while i < len(lines) and not re.match(r"^\s{0,%d}- " % indent, lines[i]):
+        while i < len(lines) and not re.match(rf"^\s{{0,{indent}}}- ", lines[i]):
             body.append(lines[i])
             i += 1
         expr, for_s, severity = "", 0.0, ""
@@ -123,7 +121,7 @@ def parse_rules(text: str, file: str = "") -> dict[str, Rule]:
                 rest = e.group(2).strip()
                 if rest in ("|", ">", "|-", ">-"):
                     block = []
-                    for nxt in body[j + 1:]:
+                    for nxt in body[j + 1 :]:
                         if nxt.strip() and len(nxt) - len(nxt.lstrip()) <= len(e.group(1)):
                             break
                         block.append(nxt.strip())

@@ -31,8 +31,9 @@ def _run_selector(run: str) -> str:
     return run if re.fullmatch(r"[\w.-]+", run) else re.escape(run).replace("\\", "\\\\")
 
 
-def from_prometheus(prom: Prometheus, run: str, since: float, until: Optional[float] = None,
-                    rate_interval: str = "1m") -> dict[str, Any]:
+def from_prometheus(
+    prom: Prometheus, run: str, since: float, until: Optional[float] = None, rate_interval: str = "1m"
+) -> dict[str, Any]:
     end = until or time.time()
     start = end - since
     sel = _run_selector(run)
@@ -55,8 +56,9 @@ def from_prometheus(prom: Prometheus, run: str, since: float, until: Optional[fl
         m = {k: v for k, v in row["metric"].items() if k not in ("__name__", "alertstate")}
         ts = [float(t) for t, _ in row["values"]]
         key = tuple(sorted(m.items()))
-        a = alerts.setdefault(key, {"alertname": m.get("alertname", ""), "labels": m,
-                                    "first": min(ts), "last": max(ts)})
+        a = alerts.setdefault(
+            key, {"alertname": m.get("alertname", ""), "labels": m, "first": min(ts), "last": max(ts)}
+        )
         a["first"], a["last"] = min(a["first"], min(ts)), max(a["last"], max(ts))
     dashboards = []
     pstep = max((t1 - t0) / POINTS, 1.0)
@@ -78,7 +80,10 @@ def from_prometheus(prom: Prometheus, run: str, since: float, until: Optional[fl
             p.more = max(len(finite) - MAX_SERIES, 0)  # type: ignore[attr-defined]
         dashboards.append((title, panels))
     return {
-        "run": run, "source": f"Prometheus {prom.url}", "start": t0, "end": t1,
+        "run": run,
+        "source": f"Prometheus {prom.url}",
+        "start": t0,
+        "end": t1,
         "findings": [f.to_dict() for f in findings],
         "ranks": [s.to_dict() for s in stats],
         "alerts": sorted(alerts.values(), key=lambda a: a["first"]),
@@ -97,12 +102,18 @@ def from_summary(path: Path) -> dict[str, Any]:
     if not str(data.get("schema", "")).startswith("prepwatch.summary/"):
         raise ValueError(f"{path} is not a prepwatch summary.json")
     return {
-        "run": data.get("run", "?"), "source": f"summary {path}", "start": data.get("started"),
-        "end": data.get("ended"), "findings": data.get("findings", []), "ranks": data.get("ranks", []),
-        "alerts": [{"alertname": a, "labels": {}, "first": None, "last": None}
-                   for a in data.get("alerts_would_fire", [])],
+        "run": data.get("run", "?"),
+        "source": f"summary {path}",
+        "start": data.get("started"),
+        "end": data.get("ended"),
+        "findings": data.get("findings", []),
+        "ranks": data.get("ranks", []),
+        "alerts": [
+            {"alertname": a, "labels": {}, "first": None, "last": None}
+            for a in data.get("alerts_would_fire", [])
+        ],
         "alerts_label": "Alerts whose condition held at the end of the run",
         "dashboards": [],
         "note": "Panels need the series over time: make the report from Prometheus "
-                "(--prometheus URL --run NAME) to include every dashboard panel.",
+        "(--prometheus URL --run NAME) to include every dashboard panel.",
     }

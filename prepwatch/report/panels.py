@@ -54,13 +54,24 @@ def load_panels(directory: Optional[Path] = None) -> list[tuple[str, list[Panel]
         for p in _walk(dash.get("panels", [])):
             if p.get("type") in SKIP_TYPES:
                 continue
-            targets = [(t.get("refId", ""), t["expr"], t.get("legendFormat", ""))
-                       for t in p.get("targets", []) if t.get("expr")]
+            targets = [
+                (t.get("refId", ""), t["expr"], t.get("legendFormat", ""))
+                for t in p.get("targets", [])
+                if t.get("expr")
+            ]
             if not targets:
                 continue
             unit = p.get("fieldConfig", {}).get("defaults", {}).get("unit", "") or ""
-            panels.append(Panel(dash.get("title", path.stem), p.get("title", ""), p.get("type", ""), unit,
-                                p.get("description", "") or "", targets))
+            panels.append(
+                Panel(
+                    dash.get("title", path.stem),
+                    p.get("title", ""),
+                    p.get("type", ""),
+                    unit,
+                    p.get("description", "") or "",
+                    targets,
+                )
+            )
         out.append((dash.get("title", path.stem), panels))
     return out
 

@@ -39,6 +39,12 @@ class Prometheus:
         return self._get("/api/v1/query", {"query": expr, "time": f"{t:.3f}"})["result"]
 
     def query_range(self, expr: str, start: float, end: float, step: float) -> list[dict[str, Any]]:
-        return self._get("/api/v1/query_range", {
-            "query": expr, "start": f"{start:.3f}", "end": f"{end:.3f}", "step": f"{max(step, 1.0):.3f}",
-        })["result"]
+        return self._get(
+            "/api/v1/query_range",
+            {
+                "query": expr,
+                "start": f"{start:.3f}",
+                "end": f"{end:.3f}",
+                "step": f"{max(step, 1.0):.3f}",
+            },
+        )["result"]

@@ -49,8 +49,11 @@ def chart(series: list[dict[str, Any]], unit: str, start: float, end: float) -> 
     """SVG for [{name, points: [(t, v)]}]; returns (svg, number of series drawn)."""
     pts_all = [v for s in series for _, v in s["points"] if math.isfinite(v)]
     if not pts_all:
-        return (f'<svg class="chart" viewBox="0 0 {W} {H}" role="img"><text x="{W / 2}" y="{H / 2}" '
-                f'text-anchor="middle" class="nodata">no data in this window</text></svg>', 0)
+        return (
+            f'<svg class="chart" viewBox="0 0 {W} {H}" role="img"><text x="{W / 2}" y="{H / 2}" '
+            f'text-anchor="middle" class="nodata">no data in this window</text></svg>',
+            0,
+        )
     lo, hi = min(pts_all), max(pts_all)
     lo = min(lo, 0.0) if lo >= 0 else lo
     if unit == "percentunit":
@@ -69,14 +72,18 @@ def chart(series: list[dict[str, Any]], unit: str, start: float, end: float) -> 
 
     parts = [f'<svg class="chart" viewBox="0 0 {W} {H}" role="img">']
     for tv in ticks:
-        parts.append(f'<line x1="{PAD_L}" x2="{W - PAD_R}" y1="{y(tv):.1f}" y2="{y(tv):.1f}" class="grid"/>'
-                     f'<text x="{PAD_L - 6}" y="{y(tv) + 4:.1f}" text-anchor="end" class="tick">'
-                     f'{escape(fmt(tv, unit))}</text>')
+        parts.append(
+            f'<line x1="{PAD_L}" x2="{W - PAD_R}" y1="{y(tv):.1f}" y2="{y(tv):.1f}" class="grid"/>'
+            f'<text x="{PAD_L - 6}" y="{y(tv) + 4:.1f}" text-anchor="end" class="tick">'
+            f"{escape(fmt(tv, unit))}</text>"
+        )
     for i in range(5):
         t = start + span * i / 4
         anchor = "start" if i == 0 else ("end" if i == 4 else "middle")
-        parts.append(f'<text x="{x(t):.1f}" y="{H - 6}" text-anchor="{anchor}" class="tick">'
-                     f'{time.strftime("%H:%M:%S", time.localtime(t))}</text>')
+        parts.append(
+            f'<text x="{x(t):.1f}" y="{H - 6}" text-anchor="{anchor}" class="tick">'
+            f"{time.strftime('%H:%M:%S', time.localtime(t))}</text>"
+        )
     drawn = 0
     for i, s in enumerate(series):
         color = COLORS[i % len(COLORS)]
@@ -94,8 +101,10 @@ def chart(series: list[dict[str, Any]], unit: str, start: float, end: float) -> 
                 cx, cy = seg[0].split(",")
                 parts.append(f'<circle cx="{cx}" cy="{cy}" r="2" fill="{color}"/>')
             else:
-                parts.append(f'<path d="M{" L".join(seg)}" stroke="{color}" fill="none" stroke-width="1.6" '
-                             f'data-points="{len(seg)}"/>')
+                parts.append(
+                    f'<path d="M{" L".join(seg)}" stroke="{color}" fill="none" stroke-width="1.6" '
+                    f'data-points="{len(seg)}"/>'
+                )
         if segs:
             drawn += 1
     parts.append("</svg>")
@@ -124,8 +133,10 @@ def bars(series: list[dict[str, Any]], unit: str) -> tuple[str, int]:
         w = max(abs(v) / hi * bar_w, 1.0)
         color = COLORS[i % len(COLORS)]
         short = name if len(name) <= 28 else name[:27] + "\u2026"
-        parts.append(f'<text x="{label_w - 6}" y="{y + 15}" text-anchor="end" class="tick">{escape(short)}</text>'
-                     f'<path d="M{label_w},{y + 4} h{w:.1f} v14 h{-w:.1f} Z" fill="{color}" data-points="1"/>'
-                     f'<text x="{label_w + w + 6:.1f}" y="{y + 15}" class="tick">{escape(fmt(v, unit))}</text>')
+        parts.append(
+            f'<text x="{label_w - 6}" y="{y + 15}" text-anchor="end" class="tick">{escape(short)}</text>'
+            f'<path d="M{label_w},{y + 4} h{w:.1f} v14 h{-w:.1f} Z" fill="{color}" data-points="1"/>'
+            f'<text x="{label_w + w + 6:.1f}" y="{y + 15}" class="tick">{escape(fmt(v, unit))}</text>'
+        )
     parts.append("</svg>")
     return "".join(parts), len(last)

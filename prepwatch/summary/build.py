@@ -29,9 +29,28 @@ def build_summary(w: Window, run: str, extra: Optional[dict[str, Any]] = None) -
     ranks = []
     for s in stats:
         d = s.to_dict()
-        ranks.append({k: d[k] for k in ("run", "rank", "steps", "samples", "steps_per_s", "samples_per_s",
-                                        "wait_share", "step_p50", "step_p99", "gpu_busy", "opens_per_s",
-                                        "bytes_per_open", "open_p99", "worker_cpu", "stages")})
+        ranks.append(
+            {
+                k: d[k]
+                for k in (
+                    "run",
+                    "rank",
+                    "steps",
+                    "samples",
+                    "steps_per_s",
+                    "samples_per_s",
+                    "wait_share",
+                    "step_p50",
+                    "step_p99",
+                    "gpu_busy",
+                    "opens_per_s",
+                    "bytes_per_open",
+                    "open_p99",
+                    "worker_cpu",
+                    "stages",
+                )
+            }
+        )
     return {
         "schema": SCHEMA,
         "run": run,
@@ -58,11 +77,15 @@ def format_summary(summary: dict[str, Any]) -> str:
         + (f"{summary['samples_per_s']:.0f} samples/s" if summary.get("samples_per_s") else "no samples")
     ]
     for r in summary["ranks"]:
-        def f(k: str, unit: str) -> str:
+
+        def f(k: str, unit: str, r: dict = r) -> str:
             v = r.get(k)
             return format_value(v, unit) if v is not None else "n/a"
-        lines.append(f"  rank {r['rank']}: data-wait {f('wait_share', '%')}, step p50 {f('step_p50', 's')} "
-                     f"p99 {f('step_p99', 's')}, {f('samples_per_s', '/s')} samples")
+
+        lines.append(
+            f"  rank {r['rank']}: data-wait {f('wait_share', '%')}, step p50 {f('step_p50', 's')} "
+            f"p99 {f('step_p99', 's')}, {f('samples_per_s', '/s')} samples"
+        )
     findings = [Finding.from_dict(d) for d in summary["findings"]]
     if not findings:
         lines.append("  verdict: healthy, no finding")
@@ -105,4 +128,3 @@ def emit(w: Window, run: str, path: Optional[Path], err: TextIO, extra: Optional
         write_summary(summary, path)
     print(format_summary(summary), file=err, flush=True)
     return summary
-

@@ -27,16 +27,22 @@ def on_watch_stop(watch: Any) -> None:
 
         raw = from_metrics(watch.ctx.registry.collect(), time.time())
         const = watch.ctx.identity.labels()  # the exporter adds them; the registry has not
-        snap = Snapshot(raw.t, {(n, labels_of({**const, **dict(lab)})): v
-                                for (n, lab), v in raw.samples.items()})
+        snap = Snapshot(
+            raw.t, {(n, labels_of({**const, **dict(lab)})): v for (n, lab), v in raw.samples.items()}
+        )
         steps = sum(v for (n, _), v in snap.samples.items() if n == "prepwatch_steps_total")
         if steps <= 0:
             return  # no training loop was watched: nothing to sum up
-        start = max((v for (n, _), v in snap.samples.items() if n == "prepwatch_start_timestamp_seconds"),
-                    default=snap.t)
+        start = max(
+            (v for (n, _), v in snap.samples.items() if n == "prepwatch_start_timestamp_seconds"),
+            default=snap.t,
+        )
         env = os.environ.get(ENV_SUMMARY)
-        path = Path(env) if env else (Path(watch.artifacts_dir) / "summary.json"
-                                      if watch.artifacts_dir else None)
+        path = (
+            Path(env)
+            if env
+            else (Path(watch.artifacts_dir) / "summary.json" if watch.artifacts_dir else None)
+        )
         emit(Window([snap], start=start), watch.ctx.identity.run, path, sys.stderr)
     except Exception as exc:
         watch.ctx.errors.report("summary", exc)
@@ -44,7 +50,9 @@ def on_watch_stop(watch: Any) -> None:
 
 def add_summary_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "--summary", metavar="PATH", default=None,
+        "--summary",
+        metavar="PATH",
+        default=None,
         help="where to write summary.json at the end (default: beside the agent's artifacts "
         f"with --state-dir, else a new file in the temporary directory; ${ENV_SUMMARY}=0 turns "
         "the summary off)",
@@ -68,8 +76,11 @@ class RunSummary:
         self.run = run
         env = os.environ.get(ENV_SUMMARY)
         self.path = Path(path or env or default_path(agent, run))
-        self.recorder = None if _disabled() else Recorder(
-            agent.collector.collect, on_error=agent.ctx.errors.report).start()
+        self.recorder = (
+            None
+            if _disabled()
+            else Recorder(agent.collector.collect, on_error=agent.ctx.errors.report).start()
+        )
 
     def finish(self) -> None:
         if self.recorder is None:

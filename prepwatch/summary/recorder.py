@@ -16,8 +16,13 @@ MAX_SNAPSHOTS = 240
 
 
 class Recorder:
-    def __init__(self, collect: Callable[[], Any], every: float = 2.0,
-                 clock: Callable[[], float] = time.time, on_error: Optional[Callable] = None) -> None:
+    def __init__(
+        self,
+        collect: Callable[[], Any],
+        every: float = 2.0,
+        clock: Callable[[], float] = time.time,
+        on_error: Optional[Callable] = None,
+    ) -> None:
         self._collect = collect
         self._every = every
         self._clock = clock

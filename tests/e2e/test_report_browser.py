@@ -28,22 +28,54 @@ EMPTY = re.compile(r'data-panel="([^"]*)" data-drawn="0" data-series="0"')
 
 def chromium(html, png, tmp_path) -> str:
     exe = require_binary("chromium")
-    res = subprocess.run([
-        exe, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-        "--disable-component-update", "--disable-sync", "--no-first-run",
-        f"--user-data-dir={tmp_path / 'chromium-profile'}", "--hide-scrollbars",
-        "--window-size=1280,2400", f"--screenshot={png}", "--enable-logging=stderr", "--v=0",
-        f"file://{html}",
-    ], capture_output=True, text=True, timeout=120)
+    res = subprocess.run(
+        [
+            exe,
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--no-first-run",
+            f"--user-data-dir={tmp_path / 'chromium-profile'}",
+            "--hide-scrollbars",
+            "--window-size=1280,2400",
+            f"--screenshot={png}",
+            "--enable-logging=stderr",
+            "--v=0",
+            f"file://{html}",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert res.returncode == 0, res.stderr[-2000:]
     return res.stderr
 
 
 def make_report(prometheus_url: str, html) -> str:
     res = subprocess.run(
-        [sys.executable, "-m", "prepwatch.cli.main", "report", "--prometheus", prometheus_url,
-         "--run", "demo", "--since", "10m", "--rate-interval", "15s", "-o", str(html)],
-        capture_output=True, text=True, timeout=180, cwd=str(ROOT),
+        [
+            sys.executable,
+            "-m",
+            "prepwatch.cli.main",
+            "report",
+            "--prometheus",
+            prometheus_url,
+            "--run",
+            "demo",
+            "--since",
+            "10m",
+            "--rate-interval",
+            "15s",
+            "-o",
+            str(html),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=180,
+        cwd=str(ROOT),
         env=dict(os.environ, PYTHONPATH=str(ROOT)),
     )
     assert res.returncode == 0, res.stderr
@@ -55,8 +87,11 @@ def test_report_from_prometheus_names_the_fault_and_draws_every_panel(tmp_path):
     gpu_only = {p.title for p in panels if all(GPU.search(e) for _, e, _ in p.targets)}
     html = tmp_path / "report.html"
     with running_stack(tmp_path, ["--seconds", "0", "--fault", "starvation"]) as stack:
-        wait_until(lambda: bool(stack.query('ALERTS{alertname="PrepwatchInputBoundCritical",'
-                                            'alertstate="firing"}')), 150, "the input-bound alert")
+        wait_until(
+            lambda: bool(stack.query('ALERTS{alertname="PrepwatchInputBoundCritical",alertstate="firing"}')),
+            150,
+            "the input-bound alert",
+        )
         deadline = time.monotonic() + 240
         while True:  # the extras' first evaluations and served batches take a while
             page = make_report(stack.prometheus_url, html)
@@ -78,7 +113,9 @@ def test_report_from_prometheus_names_the_fault_and_draws_every_panel(tmp_path):
     drawn = [n for n in re.findall(r'data-drawn="(\d+)"', page) if n != "0"]
     assert len(drawn) == len(panels) - len(gpu_only) - nan_only
     assert page.count('<path d="M') >= len(drawn)
-    print(f"\n[report] {len(panels)} panels: {len(drawn)} drawn, {len(gpu_only)} GPU-only, {nan_only} all-NaN")
+    print(
+        f"\n[report] {len(panels)} panels: {len(drawn)} drawn, {len(gpu_only)} GPU-only, {nan_only} all-NaN"
+    )
 
     png = tmp_path / "report.png"
     log = chromium(html, png, tmp_path)
