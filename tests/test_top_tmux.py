@@ -59,8 +59,6 @@ def test_top_in_tmux_shows_the_finding_and_q_quits(tmp_path):
                 url,
                 "--every",
                 "1",
-                "--window",
-                "30",
             ]
         )
         t(
@@ -72,7 +70,8 @@ def test_top_in_tmux_shows_the_finding_and_q_quits(tmp_path):
             "170",
             "-y",
             "45",
-            f"env PYTHONPATH={shlex.quote(str(ROOT))} {top}; echo $? > {shlex.quote(str(done))}; sleep 60",
+            f"env -u COLUMNS -u LINES PYTHONPATH={shlex.quote(str(ROOT))} {top}; "
+            f"echo $? > {shlex.quote(str(done))}; sleep 60",
         )
         screen = wait_for(
             lambda: (lambda s: s if "[input_bound." in s else None)(t("capture-pane", "-p", "-t", "top")),

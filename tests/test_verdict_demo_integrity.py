@@ -14,8 +14,8 @@ pytestmark = pytest.mark.slow
     ("fault", "seconds", "key"),
     [
         ("normalization", 25, "off_contract"),
-        ("boxes", 30, "boxes_misaligned"),
-        ("video", 50, "clips_inconsistent"),
+        ("boxes", 45, "boxes_misaligned"),
+        ("video", 60, "clips_inconsistent"),
     ],
 )
 def test_integrity_fault_is_the_top_finding_everywhere(tmp_path, fault, seconds, key):

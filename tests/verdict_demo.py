@@ -62,7 +62,7 @@ def run_demo(tmp_path: Path, fault: str | None, seconds: float, expect: str) -> 
     try:
         url = read_url(proc.stdout)
         while proc.poll() is None:
-            res = prepwatch("top", url, "--once", "--every", "3", "--window", "60")
+            res = prepwatch("top", url, "--once", "--every", "3")
             m = re.search(r"ranks \d+\s+([\d.]+) steps/s", res.stdout)
             if res.returncode == 0 and m and float(m.group(1)) > 0:  # judged once it trains
                 seen.append(top_key(res.stdout))

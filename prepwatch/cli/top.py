@@ -38,7 +38,13 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("url", nargs="?", default=DEFAULT_URL, help=f"metrics URL (default {DEFAULT_URL})")
     p.add_argument("--every", type=float, default=2.0, help="refresh period in seconds (default 2)")
-    p.add_argument("--window", type=float, default=60.0, help="seconds of history the rates use (default 60)")
+    p.add_argument(
+        "--window",
+        type=float,
+        default=600.0,
+        help="seconds of history kept (default 600: the rules' windows, rates over the last 5 min "
+        "and quantiles over 10 min, as the alerts see them; less for a snappier view)",
+    )
     p.add_argument("--plain", action="store_true", help="line output even in a terminal")
     p.add_argument("--once", action="store_true", help="take two scrapes, print once, exit")
     p.add_argument("--basic-auth", metavar="USER:PASSWORD", help="HTTP basic auth for the endpoint")
@@ -103,7 +109,7 @@ def headline(url: str, w: Window, stats: list[RankStats]) -> str:
     steps = sum(s.steps_per_s for s in stats)
     samples = sum(s.samples_per_s for s in stats)
     return (
-        f"prepwatch top  {url}  window {w.span_seconds(300):.0f}s  ranks {len(stats)}  "
+        f"prepwatch top  {url}  rates over {w.span_seconds(300):.0f}s  ranks {len(stats)}  "
         f"{steps:.2f} steps/s  {samples:.0f} samples/s"
     )
 
@@ -146,7 +152,12 @@ def rich_frame(url: str, w: Window, findings: list[Finding]) -> Any:
         body.append("try first: " + f.fix, style="green")
         style = SEVERITY_STYLE.get(f.severity, "white")
         parts.append(
-            Panel(body, title=f"{f.severity.upper()} [{f.key}]", title_align="left", border_style=style)
+            Panel(
+                body,
+                title=Text(f" {f.severity.upper()} [{f.key}] ", style=style),
+                title_align="left",
+                border_style=style,
+            )
         )
     table = Table(expand=True, header_style="bold")
     for c in COLUMNS:
