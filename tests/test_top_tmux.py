@@ -97,3 +97,4 @@ def test_top_in_tmux_shows_the_finding_and_q_quits(tmp_path):
         except subprocess.TimeoutExpired:
             demo.kill()
             demo.wait()
+        demo.stdout.close()

@@ -73,7 +73,7 @@ def run_demo(tmp_path: Path, fault: str | None, seconds: float, expect: str) -> 
     finally:
         if proc.poll() is None:
             proc.kill()
-            proc.wait()
+            proc.communicate()
     assert proc.returncode == 0, err[-3000:]
     data = json.loads(summary.read_text())
     assert "prepwatch summary: run 'demo'" in err
