@@ -72,7 +72,7 @@ def test_installed_wheel_finds_its_dashboards_outside_a_checkout(wheel: Path, tm
     assert int(count) == len(list((ROOT / "dashboards").glob("*.json")))
 
 
-def test_installed_wheel_reads_its_thresholds_and_panels_outside_a_checkout(wheel: Path, tmp_path: Path) -> None:
+def test_installed_wheel_reads_its_thresholds_and_panels(wheel: Path, tmp_path: Path) -> None:
     """The diagnosis engine's thresholds come from the wheel's own alert rules."""
     site = tmp_path / "site"
     res = subprocess.run(
