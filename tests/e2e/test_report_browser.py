@@ -87,11 +87,10 @@ def test_report_from_prometheus_names_the_fault_and_draws_every_panel(tmp_path):
     gpu_only = {p.title for p in panels if all(GPU.search(e) for _, e, _ in p.targets)}
     html = tmp_path / "report.html"
     with running_stack(tmp_path, ["--seconds", "0", "--fault", "starvation"]) as stack:
-        wait_until(
-            lambda: bool(stack.query('ALERTS{alertname="PrepwatchInputBoundCritical",alertstate="firing"}')),
-            150,
-            "the input-bound alert",
-        )
+        # Warning or critical: how far past 20% the wait share gets depends on the host's load.
+        fired = 'ALERTS{alertname=~"PrepwatchInputBound.*", alertstate="firing"}'
+        wait_until(lambda: bool(stack.query(fired)), 150, "an input-bound alert")
+        names = {a["metric"]["alertname"] for a in stack.query(fired)}
         deadline = time.monotonic() + 240
         while True:  # the extras' first evaluations and served batches take a while
             page = make_report(stack.prometheus_url, html)
@@ -107,7 +106,7 @@ def test_report_from_prometheus_names_the_fault_and_draws_every_panel(tmp_path):
     assert "<script" not in page and "http://" not in page.replace(prom_url, "")
     first = re.search(r'data-finding="([^"]*)"', page).group(1)
     assert first.startswith("input_bound."), first
-    assert 'data-alert="PrepwatchInputBoundCritical"' in page
+    assert all(f'data-alert="{name}"' in page for name in names), names
     assert len(re.findall(r'data-panel="', page)) == len(panels)
     nan_only = len(re.findall(r'data-drawn="0" data-series="[1-9]', page))
     drawn = [n for n in re.findall(r'data-drawn="(\d+)"', page) if n != "0"]
