@@ -271,5 +271,9 @@ def test_rare_class_recall_falling_under_augmentation_on_the_real_overaug_run():
     findings = diagnose(Window(snaps, start=0.0))
     check_shape(findings)
     rare = [f for f in findings if f.key == "rare_recall"]
-    assert rare and rare[0].scope["class"] == fault_overaug.RARE and rare[0].scope["split"] == "eval"
+    assert (
+        rare
+        and rare[0].scope["class"] == fault_overaug.CLASS_NAMES[fault_overaug.RARE]
+        and rare[0].scope["split"] == "eval"
+    )
     assert rare[0].evidence[0].value > 0.10 and not math.isnan(rare[0].evidence[0].value)
