@@ -237,6 +237,7 @@ def test_healthy_data_integrity_counters_are_silent():
     assert diagnose(Job([Rank()], extra=extra).record(900)) == []
 
 
+@pytest.mark.slow
 def test_rare_class_recall_falling_under_augmentation_on_the_real_overaug_run():
     """The overaug demo's deterministic run (as in test_class_health_demo), scraped at each
     evaluation: the engine names the rare class once the augmentation ramps up."""
