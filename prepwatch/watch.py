@@ -176,10 +176,15 @@ class Watch:
         return done
 
     def stop(self) -> None:
-        """Close every component, stop recording, release the port or agent link.
+        """Write the end-of-run summary, close every component, stop recording, release
+        the port or agent link.
 
         Safe to call twice; :func:`prepwatch.stop` calls it.
         """
+        if self._exporter is not None:
+            from prepwatch.summary.hooks import on_watch_stop
+
+            on_watch_stop(self)  # end-of-run summary; never raises
         for name, component in list(self._components.items()):
             try:
                 component.close()

@@ -70,3 +70,26 @@ def test_installed_wheel_finds_its_dashboards_outside_a_checkout(wheel: Path, tm
     assert module.startswith(str(site)), module  # the installed copy, not the checkout
     assert Path(directory) == site / "prepwatch" / "dashboards"
     assert int(count) == len(list((ROOT / "dashboards").glob("*.json")))
+
+
+def test_installed_wheel_reads_its_thresholds_and_panels(wheel: Path, tmp_path: Path) -> None:
+    """The diagnosis engine's thresholds come from the wheel's own alert rules."""
+    site = tmp_path / "site"
+    res = subprocess.run(
+        [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target", str(site), str(wheel)],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert res.returncode == 0, res.stdout + res.stderr
+    probe = (
+        "from prepwatch.diagnosis import thresholds as t; from prepwatch.report import panels as p; "
+        "print(t.alerts_dir()); print(t.load().wait_critical); print(p.dashboards_dir())"
+    )
+    res = subprocess.run(
+        [sys.executable, "-I", "-c", f"import sys; sys.path.insert(0, {str(site)!r}); {probe}"],
+        capture_output=True, text=True, timeout=120, cwd=str(tmp_path),
+    )
+    assert res.returncode == 0, res.stderr
+    alerts, critical, dashboards = res.stdout.split()
+    assert Path(alerts) == site / "prepwatch" / "alerts"
+    assert Path(dashboards) == site / "prepwatch" / "dashboards"
+    assert float(critical) == 0.20

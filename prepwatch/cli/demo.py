@@ -11,6 +11,7 @@ from prepwatch.agent.supervise import run_child
 from prepwatch.cli.common import add_serve_options, serve_kwargs
 from prepwatch.demo import FAULTS
 from prepwatch.demo.status import StatusPrinter
+from prepwatch.summary.hooks import RunSummary, add_summary_option
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -25,6 +26,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--workers", type=int, default=2, help="DataLoader workers (default 2)")
     p.add_argument("--fault", choices=FAULTS, help="make this failure mode happen")
     p.add_argument("--seed", type=int, default=0)
+    add_summary_option(p)
     p.add_argument("--status-every", type=float, default=2.0, help="status line period (s)")
     p.set_defaults(func=run)
 
@@ -51,8 +53,10 @@ def run(args: argparse.Namespace) -> int:
     env.update(agent.env())
     status = StatusPrinter(agent.collector, sys.stdout, every=args.status_every)
     status.start()
+    summary = RunSummary(agent, "demo", args.summary)
     try:
         return run_child(cmd, env)
     finally:
         status.stop()
+        summary.finish()
         agent.close()

@@ -20,6 +20,9 @@ SUBCOMMANDS = {
     "probe-io": ("prepwatch.cli.probe_io", "measure a dataset directory's storage"),
     "check-transform": ("prepwatch.cli.check_transform", "check that a transform moves boxes with pixels"),
     "dashboards": ("prepwatch.cli.dashboards", "install the Grafana dashboards"),
+    "top": ("prepwatch.cli.top", "live terminal view of a job with its current findings"),
+    "compare": ("prepwatch.cli.compare", "what changed between two runs' summary.json"),
+    "report": ("prepwatch.cli.report", "one self-contained HTML report of a run"),
 }
 
 

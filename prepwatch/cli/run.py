@@ -10,6 +10,7 @@ from prepwatch.agent.agent import Agent
 from prepwatch.agent.supervise import run_child
 from prepwatch.cli.common import add_serve_options, serve_kwargs
 from prepwatch.metrics import sanitize_label_value
+from prepwatch.summary.hooks import RunSummary, add_summary_option
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -23,6 +24,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--run", dest="run_name", help="run name, the `run` label (default: $PREPWATCH_RUN, else from CMD)"
     )
+    add_summary_option(p)
     p.add_argument("cmd", nargs=argparse.REMAINDER, help="-- CMD ARGS...")
     p.set_defaults(func=run)
 
@@ -48,7 +50,9 @@ def run(args: argparse.Namespace) -> int:
     print(f"prepwatch: serving run {name!r} at {agent.url}", file=sys.stderr, flush=True)
     env = dict(os.environ)
     env.update(agent.env())
+    summary = RunSummary(agent, name, args.summary)
     try:
         return run_child(cmd, env)
     finally:
+        summary.finish()
         agent.close()
