@@ -1,0 +1,222 @@
+"""Time the gradient all-reduce of a DDP model: where a synchronous rank's step goes.
+
+In synchronous data-parallel training every rank's step period is the slowest rank's,
+so step time cannot name a straggler. What differs between ranks is *where* the step
+goes: a rank that waits for its peers spends that time blocked in the all-reduce at the
+end of backward. This module measures that blocked time per backward pass, per rank:
+
+    collective wait = (completion of the step's last all-reduce)
+                      - (launch of the step's last bucket, i.e. end of backward compute)
+
+Buckets launched earlier overlap with backward compute and are not wait; after the last
+bucket is launched the rank has nothing left to compute and DDP blocks until every
+bucket is reduced. The rank that waits least is the straggler; step period minus data
+wait minus collective wait is the rank's own work.
+
+How it is measured, without changing training or synchronizing the device:
+
+* a DDP communication hook wraps the default all-reduce (or the user's own hook) and
+  returns the very future that hook returns, extended by a ``then()`` callback that
+  passes the reduced tensor through unchanged. The default reducer scales each gradient
+  by ``1/world_size`` before summing (a multiply, not a divide); :func:`mean_allreduce`
+  does exactly that, so gradients are bit-identical to DDP without a hook
+  (tests/test_collective.py checks it on 3 gloo ranks).
+* CPU tensors (gloo): the callback runs when the work completes and reads the clock.
+* CUDA tensors (NCCL): the callback runs when the work is *enqueued*, so the clock would
+  lie. Instead a CUDA event is recorded on the compute stream at the last bucket's launch
+  and one on the communication stream in the callback; the pair is read later with
+  ``Event.query()`` (non-blocking) from the next backward's first hook call or at scrape,
+  never ``synchronize()``. A pair not yet complete is simply read next time.
+
+Exports (per process; the exporter adds ``run`` and ``rank``):
+``prepwatch_collective_wait_seconds`` histogram (one observation per synchronized
+backward pass) and ``prepwatch_collective_bytes_total`` (gradient bytes reduced).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import deque
+from typing import Any, Callable, Optional
+
+from prepwatch.context import Context
+from prepwatch.metrics import WAIT_BUCKETS
+
+Hook = Callable[[Any, Any], Any]  # (state, GradBucket) -> torch.futures.Future[Tensor]
+PENDING_CUDA_PAIRS = 64  # bound on unread event pairs (a stalled reader never grows memory)
+
+
+def mean_allreduce(process_group: Any, bucket: Any) -> Any:
+    """DDP's built-in reduction: scale by 1/world_size, then all-reduce by sum.
+
+    Same arithmetic as the C++ reducer without a hook (``mul`` by the reciprocal, not
+    ``div``), so training is unchanged to the bit. ``torch.distributed.algorithms.
+    ddp_comm_hooks.default_hooks.allreduce_hook`` divides instead, which differs in the
+    last bit for world sizes that are not a power of two.
+    """
+    import torch.distributed as dist
+
+    group = process_group if process_group is not None else dist.group.WORLD
+    tensor = bucket.buffer()
+    tensor.mul_(1.0 / group.size())
+    return dist.all_reduce(tensor, group=group, async_op=True).get_future().then(
+        lambda fut: fut.value()[0]
+    )
+
+
+class _Step:
+    """One backward pass: buckets in flight, when the last was launched and finished."""
+
+    __slots__ = ("pending", "last_launch", "done")
+
+    def __init__(self) -> None:
+        self.pending = 0
+        self.last_launch = -1.0
+        self.done = 0.0
+
+
+class CollectiveTimer:
+    """The state object of the timing comm hook; one per DDP model.
+
+    ``hook`` (default :func:`mean_allreduce`) and ``state`` (its first argument,
+    default the model's process group) are what actually reduces.
+    """
+
+    def __init__(self, ctx: Context, hook: Optional[Hook] = None, state: Any = None) -> None:
+        reg = ctx.registry
+        self._errors = ctx.errors
+        self.wait = reg.histogram(
+            "prepwatch_collective_wait_seconds",
+            "Time a backward pass stayed blocked in the gradient all-reduce after its own "
+            "compute ended (waiting for peers and the network), per synchronized step.",
+            buckets=WAIT_BUCKETS,
+        ).labels()
+        self.bytes = reg.counter(
+            "prepwatch_collective_bytes_total", "Gradient bytes this rank all-reduced."
+        ).labels()
+        self.inner: Hook = hook or mean_allreduce
+        self.state = state
+        self._lock = threading.Lock()
+        self._step = _Step()
+        self._cuda_pairs: deque[tuple[Any, Any]] = deque(maxlen=PENDING_CUDA_PAIRS)
+        reg.register(_Drain(self), component="collective")
+
+    # -- the hook (runs on the training thread, inside backward) ------------------------
+    def hook(self, bucket: Any) -> Any:
+        """Reduce ``bucket`` with the inner hook and time it (called by DDP via
+        :func:`prepwatch_collective_hook`)."""
+        try:
+            buffer = bucket.buffer()
+            self.bytes.value += buffer.numel() * buffer.element_size()
+            if buffer.is_cuda:
+                return self._cuda(bucket)
+            return self._cpu(bucket)
+        except Exception as exc:  # our bookkeeping failed: reduce untimed, never break DDP
+            self._errors.report("collective", exc)
+            return self.inner(self.state, bucket)
+
+    def _cpu(self, bucket: Any) -> Any:
+        step = self._step
+        last = bucket.is_last()
+        t0 = time.perf_counter()
+        with self._lock:
+            step.pending += 1
+            if last:
+                step.last_launch = t0
+                self._step = _Step()  # later buckets belong to the next backward
+        fut = self.inner(self.state, bucket)
+
+        def finished(f: Any) -> Any:
+            now = time.perf_counter()
+            try:
+                with self._lock:
+                    if now > step.done:
+                        step.done = now
+                    step.pending -= 1
+                    if step.pending == 0 and step.last_launch >= 0:
+                        self.wait.observe(max(0.0, step.done - step.last_launch))
+            except Exception as exc:
+                self._errors.report("collective", exc)
+            return f.value()  # the reduced bucket, untouched
+
+        return fut.then(finished)
+
+    def _cuda(self, bucket: Any) -> Any:
+        import torch
+
+        if bucket.index() == 0:
+            self.drain()  # the previous step's pair is usually complete by now
+        if not bucket.is_last():
+            return self.inner(self.state, bucket)
+        # Collectives on one communicator run in order: the last bucket finishes last.
+        start = torch.cuda.Event(enable_timing=True)
+        start.record()  # compute stream: backward's own work is done here
+        fut = self.inner(self.state, bucket)
+
+        def finished(f: Any) -> Any:
+            try:
+                end = torch.cuda.Event(enable_timing=True)
+                end.record()  # the future's stream is current in a CUDA future's callback
+                self._cuda_pairs.append((start, end))
+            except Exception as exc:
+                self._errors.report("collective", exc)
+            return f.value()
+
+        return fut.then(finished)
+
+    # -- reading CUDA events off the step path ------------------------------------------
+    def drain(self) -> None:
+        """Observe every completed event pair; never waits for an incomplete one."""
+        pairs = self._cuda_pairs
+        try:
+            while pairs:
+                start, end = pairs[0]
+                if not end.query():
+                    return
+                pairs.popleft()
+                self.wait.observe(max(0.0, start.elapsed_time(end) / 1000.0))
+        except Exception as exc:
+            self._errors.report("collective", exc)
+
+
+def prepwatch_collective_hook(state, bucket):  # type: ignore[no-untyped-def]
+    """The function DDP calls; ``state`` is the :class:`CollectiveTimer`.
+
+    Unannotated on purpose: DDP checks a comm hook's signature and accepts only a
+    parameter named ``bucket`` annotated with GradBucket or not at all (a string
+    annotation from ``from __future__ import annotations`` fails its check).
+    """
+    return state.hook(bucket)
+
+
+class _Drain:
+    """Registered collector: reads completed CUDA event pairs at scrape; exports nothing."""
+
+    def __init__(self, timer: CollectiveTimer) -> None:
+        self._timer = timer
+
+    def collect(self) -> list[Any]:
+        self._timer.drain()
+        return []
+
+
+def install(ctx: Context, model: Any, hook: Optional[Hook] = None, state: Any = None) -> CollectiveTimer:
+    """Register the timing comm hook on a ``DistributedDataParallel`` model.
+
+    ``hook``/``state``: a comm hook you would otherwise register yourself (DDP takes
+    only one); it still does the reduction and its result is returned unchanged.
+    """
+    from torch.nn.parallel import DistributedDataParallel
+
+    if not isinstance(model, DistributedDataParallel):
+        raise TypeError(
+            f"watch.ddp() needs a torch.nn.parallel.DistributedDataParallel model, got "
+            f"{type(model).__name__}; wrap the model in DDP first (FSDP and DeepSpeed: see "
+            "docs/distributed.md)"
+        )
+    if state is None and hook is None:
+        state = model.process_group
+    timer = CollectiveTimer(ctx, hook=hook, state=state)
+    model.register_comm_hook(timer, prepwatch_collective_hook)
+    return timer
