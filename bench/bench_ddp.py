@@ -1,0 +1,92 @@
+"""Cost of watch.ddp(): DDP steps with the timing comm hook vs plain DDP, alternately.
+
+Two gloo ranks on CPU (spawned here), each holding a plain DDP model and a timed one of
+the same architecture; rounds alternate between them in lockstep (the collectives of
+both ranks line up), and the paired per-step difference is reported. The model is small
+so the hook's cost is a large share of a step: this is the upper end of its overhead.
+
+    python bench/bench_ddp.py
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+WORLD = 2
+
+
+def _rank(rank: int, port: int, out: str, rounds: int, steps: int) -> None:
+    import torch
+    import torch.distributed as dist
+    from torch import nn
+    from torch.nn.parallel import DistributedDataParallel as DDP
+
+    from prepwatch.context import Context
+    from prepwatch.watch import Watch
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", rank=rank, world_size=WORLD)
+    watch = Watch(Context.create(), exporter=None, artifacts_dir=None)
+
+    def make() -> DDP:
+        torch.manual_seed(0)
+        net = nn.Sequential(nn.Linear(256, 512), nn.ReLU(), nn.Linear(512, 512), nn.ReLU(),
+                            nn.Linear(512, 10))
+        return DDP(net, bucket_cap_mb=0.5)  # ~1.4 MB of gradients: 4 buckets per step
+
+    plain, timed = make(), make()
+    watch.ddp(timed)
+    x, y = torch.randn(32, 256), torch.randint(0, 10, (32,))
+
+    def go(model: DDP) -> float:
+        t0 = time.perf_counter()
+        for _ in range(steps):
+            model.zero_grad(set_to_none=True)
+            nn.functional.cross_entropy(model(x), y).backward()
+        return (time.perf_counter() - t0) / steps
+
+    go(plain), go(timed)  # warm-up (bucket rebuild on the first iterations)
+    bare_t, timed_t, diffs = [], [], []
+    for i in range(rounds):
+        if i % 2 == 0:
+            b, w = go(plain), go(timed)
+        else:
+            w, b = go(timed), go(plain)
+        bare_t.append(b)
+        timed_t.append(w)
+        diffs.append(w - b)
+    if rank == 0:
+        bare = statistics.median(bare_t)
+        d = statistics.median(diffs)
+        Path(out).write_text(json.dumps({
+            "bare_step_us": bare * 1e6, "timed_step_us": statistics.median(timed_t) * 1e6,
+            "overhead_us": d * 1e6, "overhead_ratio": d / bare, "buckets_per_step": 4,
+            "world_size": WORLD, "rounds": rounds, "steps_per_round": steps,
+        }))
+    dist.destroy_process_group()
+
+
+def run(quick: bool = False) -> dict:
+    import torch.multiprocessing as mp
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    with tempfile.TemporaryDirectory() as tmp:
+        out = os.path.join(tmp, "ddp.json")
+        mp.spawn(_rank, args=(port, out, 6 if quick else 30, 20), nprocs=WORLD, join=True)
+        return json.loads(Path(out).read_text())
+
+
+if __name__ == "__main__":
+    print(json.dumps(run("--quick" in sys.argv), indent=2))
