@@ -1,9 +1,11 @@
 """Cost of watch.ddp(): DDP steps with the timing comm hook vs plain DDP, alternately.
 
-Two gloo ranks on CPU (spawned here), each holding a plain DDP model and a timed one of
-the same architecture; rounds alternate between them in lockstep (the collectives of
-both ranks line up), and the paired per-step difference is reported. The model is small
-so the hook's cost is a large share of a step: this is the upper end of its overhead.
+Gloo ranks on CPU (spawned here), each holding a plain DDP model and a timed one of the
+same architecture; rounds alternate between them in lockstep (the collectives of all
+ranks line up), and the paired per-step difference is reported. Two worlds: 2 ranks (a
+real all-reduce, whose jitter on a shared machine is larger than the hook) and 1 rank
+(the all-reduce is nearly free, so the difference is the hook's own Python cost per
+step: the upper end of its overhead). The model is small (4 buckets per step).
 
     python bench/bench_ddp.py
 """
@@ -21,10 +23,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-WORLD = 2
 
 
-def _rank(rank: int, port: int, out: str, rounds: int, steps: int) -> None:
+def _rank(rank: int, world: int, port: int, out: str, rounds: int, steps: int) -> None:
     import torch
     import torch.distributed as dist
     from torch import nn
@@ -35,7 +36,7 @@ def _rank(rank: int, port: int, out: str, rounds: int, steps: int) -> None:
 
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     torch.set_num_threads(1)
-    dist.init_process_group("gloo", rank=rank, world_size=WORLD)
+    dist.init_process_group("gloo", rank=rank, world_size=world)
     watch = Watch(Context.create(), exporter=None, artifacts_dir=None)
 
     def make() -> DDP:
@@ -71,7 +72,7 @@ def _rank(rank: int, port: int, out: str, rounds: int, steps: int) -> None:
         Path(out).write_text(json.dumps({
             "bare_step_us": bare * 1e6, "timed_step_us": statistics.median(timed_t) * 1e6,
             "overhead_us": d * 1e6, "overhead_ratio": d / bare, "buckets_per_step": 4,
-            "world_size": WORLD, "rounds": rounds, "steps_per_round": steps,
+            "world_size": world, "rounds": rounds, "steps_per_round": steps,
         }))
     dist.destroy_process_group()
 
@@ -79,13 +80,16 @@ def _rank(rank: int, port: int, out: str, rounds: int, steps: int) -> None:
 def run(quick: bool = False) -> dict:
     import torch.multiprocessing as mp
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    with tempfile.TemporaryDirectory() as tmp:
-        out = os.path.join(tmp, "ddp.json")
-        mp.spawn(_rank, args=(port, out, 6 if quick else 30, 20), nprocs=WORLD, join=True)
-        return json.loads(Path(out).read_text())
+    results = {}
+    for world in (2, 1):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        with tempfile.TemporaryDirectory() as tmp:
+            out = os.path.join(tmp, "ddp.json")
+            mp.spawn(_rank, args=(world, port, out, 6 if quick else 30, 20), nprocs=world, join=True)
+            results[f"world{world}"] = json.loads(Path(out).read_text())
+    return results
 
 
 if __name__ == "__main__":

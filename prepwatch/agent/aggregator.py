@@ -13,6 +13,7 @@ from typing import Any, Callable, Iterator, Optional
 
 from prometheus_client.core import GaugeMetricFamily, Metric
 
+from prepwatch.agent.merge import collapse_class_series
 from prepwatch.exporter import snapshot
 
 GONE_MEMORY_SECONDS = 600.0  # how long a vanished rank keeps exporting prepwatch_rank_up 0
@@ -157,7 +158,7 @@ class RankAggregator:
                 del self._gone[(run, rank)]
             elif (run, rank) not in live:
                 up.add_metric([run, rank], 0.0)
-        yield from snapshot.merge(sources)
+        yield from snapshot.merge(collapse_class_series(sources))  # class series per node
         yield up
         yield GaugeMetricFamily(
             "prepwatch_agent_ranks", "Ranks currently registered with this agent.", value=len(live)
