@@ -55,14 +55,20 @@ def mean_allreduce(process_group: Any, bucket: Any) -> Any:
     ddp_comm_hooks.default_hooks.allreduce_hook`` divides instead, which differs in the
     last bit for world sizes that are not a power of two.
     """
+    return _launch_mean(process_group, bucket).then(lambda fut: fut.value()[0])
+
+
+def _launch_mean(process_group: Any, bucket: Any) -> Any:
+    """Start :func:`mean_allreduce`'s work; the future's value is ``[reduced bucket]``.
+
+    The timer unwraps the list in its own callback: one Python callback per bucket, not two.
+    """
     import torch.distributed as dist
 
     group = process_group if process_group is not None else dist.group.WORLD
     tensor = bucket.buffer()
     tensor.mul_(1.0 / group.size())
-    return dist.all_reduce(tensor, group=group, async_op=True).get_future().then(
-        lambda fut: fut.value()[0]
-    )
+    return dist.all_reduce(tensor, group=group, async_op=True).get_future()
 
 
 class _Step:
@@ -125,7 +131,7 @@ class CollectiveTimer:
             if last:
                 step.last_launch = t0
                 self._step = _Step()  # later buckets belong to the next backward
-        fut = self.inner(self.state, bucket)
+        fut, unwrap = self._launch(bucket)
 
         def finished(f: Any) -> Any:
             now = time.perf_counter()
@@ -138,9 +144,16 @@ class CollectiveTimer:
                         self.wait.observe(max(0.0, step.done - step.last_launch))
             except Exception as exc:
                 self._errors.report("collective", exc)
-            return f.value()  # the reduced bucket, untouched
+            value = f.value()  # the reduced bucket, untouched
+            return value[0] if unwrap else value
 
         return fut.then(finished)
+
+    def _launch(self, bucket: Any) -> tuple[Any, bool]:
+        """The inner hook's future, and whether its value is still ``[tensor]``."""
+        if self.inner is mean_allreduce:
+            return _launch_mean(self.state, bucket), True
+        return self.inner(self.state, bucket), False
 
     def _cuda(self, bucket: Any) -> Any:
         import torch
@@ -152,7 +165,7 @@ class CollectiveTimer:
         # Collectives on one communicator run in order: the last bucket finishes last.
         start = torch.cuda.Event(enable_timing=True)
         start.record()  # compute stream: backward's own work is done here
-        fut = self.inner(self.state, bucket)
+        fut, unwrap = self._launch(bucket)
 
         def finished(f: Any) -> Any:
             try:
@@ -161,7 +174,8 @@ class CollectiveTimer:
                 self._cuda_pairs.append((start, end))
             except Exception as exc:
                 self._errors.report("collective", exc)
-            return f.value()
+            value = f.value()
+            return value[0] if unwrap else value
 
         return fut.then(finished)
 
