@@ -5,7 +5,9 @@ same architecture; rounds alternate between them in lockstep (the collectives of
 ranks line up), and the paired per-step difference is reported. Two worlds: 2 ranks (a
 real all-reduce, whose jitter on a shared machine is larger than the hook) and 1 rank
 (the all-reduce is nearly free, so the difference is the hook's own Python cost per
-step: the upper end of its overhead). The model is small (4 buckets per step).
+step: the upper end of its overhead). The model is small (4 buckets per step). A third
+arm registers torch's own Python ``allreduce_hook`` (untimed): the cost any Python comm
+hook pays over DDP's built-in C++ reduction, for comparison.
 
     python bench/bench_ddp.py
 """
@@ -45,8 +47,11 @@ def _rank(rank: int, world: int, port: int, out: str, rounds: int, steps: int) -
                             nn.Linear(512, 10))
         return DDP(net, bucket_cap_mb=0.5)  # ~1.4 MB of gradients: 4 buckets per step
 
-    plain, timed = make(), make()
+    from torch.distributed.algorithms.ddp_comm_hooks.default_hooks import allreduce_hook
+
+    plain, timed, python_hook = make(), make(), make()
     watch.ddp(timed)
+    python_hook.register_comm_hook(None, allreduce_hook)  # any Python hook, untimed
     x, y = torch.randn(32, 256), torch.randint(0, 10, (32,))
 
     def go(model: DDP) -> float:
@@ -56,23 +61,26 @@ def _rank(rank: int, world: int, port: int, out: str, rounds: int, steps: int) -
             nn.functional.cross_entropy(model(x), y).backward()
         return (time.perf_counter() - t0) / steps
 
-    go(plain), go(timed)  # warm-up (bucket rebuild on the first iterations)
-    bare_t, timed_t, diffs = [], [], []
+    arms = {"plain": plain, "timed": timed, "python_hook": python_hook}
+    for model in arms.values():
+        go(model)  # warm-up (bucket rebuild on the first iterations)
+    times: dict[str, list[float]] = {name: [] for name in arms}
+    names = list(arms)
     for i in range(rounds):
-        if i % 2 == 0:
-            b, w = go(plain), go(timed)
-        else:
-            w, b = go(timed), go(plain)
-        bare_t.append(b)
-        timed_t.append(w)
-        diffs.append(w - b)
+        order = names[i % 3:] + names[: i % 3]  # rotate, so drift hits every arm alike
+        for name in order:
+            times[name].append(go(arms[name]))
     if rank == 0:
-        bare = statistics.median(bare_t)
-        d = statistics.median(diffs)
+        bare = statistics.median(times["plain"])
+
+        def paired(name: str) -> float:
+            return statistics.median(a - b for a, b in zip(times[name], times["plain"]))
+
         Path(out).write_text(json.dumps({
-            "bare_step_us": bare * 1e6, "timed_step_us": statistics.median(timed_t) * 1e6,
-            "overhead_us": d * 1e6, "overhead_ratio": d / bare, "buckets_per_step": 4,
-            "world_size": world, "rounds": rounds, "steps_per_round": steps,
+            "bare_step_us": bare * 1e6, "timed_step_us": statistics.median(times["timed"]) * 1e6,
+            "overhead_us": paired("timed") * 1e6, "overhead_ratio": paired("timed") / bare,
+            "torch_python_allreduce_hook_overhead_us": paired("python_hook") * 1e6,
+            "buckets_per_step": 4, "world_size": world, "rounds": rounds, "steps_per_round": steps,
         }))
     dist.destroy_process_group()
 
