@@ -62,8 +62,15 @@ def test_class_series_are_merged_across_ranks_with_the_rules_reductions():
                              **{"class": c}) for r in range(3)]
             got = value(merged, "prepwatch_class_recall_ratio", split=split, **{"class": c})
             assert got == pytest.approx(sum(recalls) / 3)
-    # families without a class label stay per rank
-    assert {lab.get("rank") for lab in names(merged, "prepwatch_accuracy_ratio")} == {"0", "1", "2"}
+    # every class-health family loses rank together: the class rules join recall and accuracy
+    # with prepwatch_eval_rounds_total on (job, instance, run, rank, split)
+    for name in ("prepwatch_accuracy_ratio", "prepwatch_eval_rounds_total", "prepwatch_classes"):
+        assert names(merged, name) and all("rank" not in lab for lab in names(merged, name)), name
+    accuracy = [value(per_rank, "prepwatch_accuracy_ratio", split="eval", rank=str(r)) for r in range(3)]
+    assert value(merged, "prepwatch_accuracy_ratio", split="eval") == pytest.approx(sum(accuracy) / 3)
+    assert value(merged, "prepwatch_eval_rounds_total", split="eval") == 1  # max, not 3
+    # the loop's families stay per rank
+    assert {lab.get("rank") for lab in names(merged, "prepwatch_internal_errors_total")} == {"0", "1", "2"}
     # one HELP/TYPE per family in the merged exposition
     body = encode_text(_Merged(collapse_class_series(sources))).decode()
     types = [line.split()[2] for line in body.splitlines() if line.startswith("# TYPE ")]
@@ -79,7 +86,10 @@ def test_one_rank_keeps_its_values_and_loses_only_the_rank_label():
     sources = [_rank(0, seed=0)]
     per_rank = parse(encode_text(_Merged(sources)).decode())
     merged = parse(encode_text(_Merged(collapse_class_series(sources))).decode())
+    def health(name: str) -> bool:
+        return name.startswith(("prepwatch_class", "prepwatch_accuracy", "prepwatch_eval"))
+
     strip = {(n, tuple((k, v) for k, v in lab if k != "rank")): v for (n, lab), v in per_rank.items()
-             if n.startswith("prepwatch_class_") and "class" in dict(lab)}
-    got = {k: v for k, v in merged.items() if k[0].startswith("prepwatch_class_") and "class" in dict(k[1])}
+             if health(n)}
+    got = {k: v for k, v in merged.items() if health(k[0])}
     assert got == strip and got

@@ -13,7 +13,8 @@ by every rank at the same point; class health flushes on its own schedule (every
 at the end of an evaluation that may run on rank 0 only), and a rank missing it would
 block the others forever. The agent merges what it already holds, at scrape time.
 
-Families without a ``class`` label (accuracy, evaluation rounds, the loop) stay per rank.
+Every class-health family is merged (accuracy and evaluation rounds too, so that the
+rules' joins on ``rank`` still match); the loop, workers and collectives stay per rank.
 """
 
 from __future__ import annotations
@@ -30,19 +31,28 @@ def _mean(values: list[float]) -> float:
     return sum(values) / len(values)
 
 
-# The reduction each class family gets, matching what alerts/class_health.rules.yml does
-# with it across ranks: counts add up, recall is averaged, "rare" is an any-rank flag.
+# Every class-health family (prepwatch/checks/class_health/export.py), with the reduction
+# alerts/class_health.rules.yml applies across ranks: counts add up, recall and accuracy
+# are averaged, evaluation rounds, timestamps and the "rare" flag take the max. All of them
+# lose `rank` together: the rules join recall and accuracy with prepwatch_eval_rounds_total
+# `on (job, instance, run, rank, split)`, which matches only while both sides agree on rank.
 REDUCERS: dict[str, Callable[[list[float]], float]] = {
     "prepwatch_class_samples": sum,
     "prepwatch_class_correct": sum,
+    "prepwatch_class_skipped": sum,
     "prepwatch_class_recall_ratio": _mean,
     "prepwatch_class_recall_previous_ratio": _mean,
+    "prepwatch_accuracy_ratio": _mean,
+    "prepwatch_accuracy_previous_ratio": _mean,
+    "prepwatch_eval_rounds": max,
+    "prepwatch_eval_last_timestamp_seconds": max,
     "prepwatch_class_rare": max,
+    "prepwatch_classes": max,
 }
 
 
 def collapse_class_series(sources: Iterable[Source]) -> list[Source]:
-    """``sources`` with every class family's per-class samples merged across sources.
+    """``sources`` with every class-health family's samples merged across sources.
 
     Each source is (identity labels, metrics) as the aggregator holds them. Merged samples
     keep ``run`` (and every label of their own) and drop ``rank``; they come back as one
@@ -64,11 +74,7 @@ def collapse_class_series(sources: Iterable[Source]) -> list[Source]:
             if metric.name not in REDUCERS:
                 kept.append(metric)
                 continue
-            rest = Metric(metric.name, metric.documentation, metric.type, metric.unit)
             for s in metric.samples:
-                if "class" not in s.labels:
-                    rest.samples.append(s)
-                    continue
                 key = (metric.name, s.name, (("run", run), *s.labels.items()))
                 values = groups.get(key)
                 if values is None:
@@ -79,8 +85,6 @@ def collapse_class_series(sources: Iterable[Source]) -> list[Source]:
                         )
                 else:
                     values.append(s.value)
-            if rest.samples:
-                kept.append(rest)
         out.append((labels, kept))
     if not groups:
         return out
@@ -100,7 +104,7 @@ def _without_rank(sources: list[Source]) -> list[Source]:
     for labels, metrics in sources:
         kept = []
         for metric in metrics:
-            if metric.name in REDUCERS and all("class" in s.labels for s in metric.samples):
+            if metric.name in REDUCERS:
                 moved.append(metric)
                 run = labels.get("run", "")
             else:
