@@ -38,6 +38,7 @@ def _run_ranks(out: Path, slow_s: float) -> list[dict]:
     return [json.loads((out / f"rank{r}.json").read_text()) for r in range(WORLD)]
 
 
+@pytest.mark.slow
 def test_gradients_unchanged_and_the_rank_that_waits_least_is_the_straggler(tmp_path):
     results = _run_ranks(tmp_path, slow_s=0.2)
     for r, res in enumerate(results):

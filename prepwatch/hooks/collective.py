@@ -35,6 +35,7 @@ backward pass) and ``prepwatch_collective_bytes_total`` (gradient bytes reduced)
 
 from __future__ import annotations
 
+import itertools
 import threading
 import time
 from collections import deque
@@ -72,14 +73,18 @@ def _launch_mean(process_group: Any, bucket: Any) -> Any:
 
 
 class _Step:
-    """One backward pass: buckets in flight, when the last was launched and finished."""
+    """One backward pass. Lock-free: the training thread alone writes ``launched`` and
+    ``last_launch``; completion callbacks append their time, then draw a ticket from an
+    ``itertools.count`` (atomic in CPython), so exactly one of them, the last to complete,
+    sees every bucket done and observes the wait."""
 
-    __slots__ = ("pending", "last_launch", "done")
+    __slots__ = ("launched", "last_launch", "done_times", "completions")
 
     def __init__(self) -> None:
-        self.pending = 0
+        self.launched = 0
         self.last_launch = -1.0
-        self.done = 0.0
+        self.done_times: list[float] = []
+        self.completions = itertools.count()
 
 
 class CollectiveTimer:
@@ -103,9 +108,9 @@ class CollectiveTimer:
         ).labels()
         self.inner: Hook = hook or mean_allreduce
         self.state = state
-        self._lock = threading.Lock()
         self._step = _Step()
         self._cuda_pairs: deque[tuple[Any, Any]] = deque(maxlen=PENDING_CUDA_PAIRS)
+        self._drain_lock = threading.Lock()
         reg.register(_Drain(self), component="collective")
 
     # -- the hook (runs on the training thread, inside backward) ------------------------
@@ -124,24 +129,18 @@ class CollectiveTimer:
 
     def _cpu(self, bucket: Any) -> Any:
         step = self._step
-        last = bucket.is_last()
-        t0 = time.perf_counter()
-        with self._lock:
-            step.pending += 1
-            if last:
-                step.last_launch = t0
-                self._step = _Step()  # later buckets belong to the next backward
+        step.launched += 1
+        if bucket.is_last():  # set before the launch: its completion must see it
+            step.last_launch = time.perf_counter()
+            self._step = _Step()  # later buckets belong to the next backward
         fut, unwrap = self._launch(bucket)
 
         def finished(f: Any) -> Any:
-            now = time.perf_counter()
             try:
-                with self._lock:
-                    if now > step.done:
-                        step.done = now
-                    step.pending -= 1
-                    if step.pending == 0 and step.last_launch >= 0:
-                        self.wait.observe(max(0.0, step.done - step.last_launch))
+                step.done_times.append(time.perf_counter())
+                ticket = next(step.completions)
+                if step.last_launch >= 0 and ticket + 1 == step.launched:
+                    self.wait.observe(max(0.0, max(step.done_times) - step.last_launch))
             except Exception as exc:
                 self._errors.report("collective", exc)
             value = f.value()  # the reduced bucket, untouched
@@ -181,7 +180,13 @@ class CollectiveTimer:
 
     # -- reading CUDA events off the step path ------------------------------------------
     def drain(self) -> None:
-        """Observe every completed event pair; never waits for an incomplete one."""
+        """Observe every completed event pair; never waits for an incomplete one.
+
+        Called from the training thread and from scrapes: whoever holds the drain lock
+        reads, the other returns at once (no waiting on the step path).
+        """
+        if not self._cuda_pairs or not self._drain_lock.acquire(blocking=False):
+            return
         pairs = self._cuda_pairs
         try:
             while pairs:
@@ -192,6 +197,8 @@ class CollectiveTimer:
                 self.wait.observe(max(0.0, start.elapsed_time(end) / 1000.0))
         except Exception as exc:
             self._errors.report("collective", exc)
+        finally:
+            self._drain_lock.release()
 
 
 def prepwatch_collective_hook(state, bucket):  # type: ignore[no-untyped-def]

@@ -23,7 +23,7 @@ import pytest
 import yaml
 from e2e_stack import E2E_FOR, ROOT, Proc, free_port, http_get, need, wait_until
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 JOBS = ROOT / "tests" / "jobs"
 CASES = ("healthy", "allslow", "slowcollate", "slowcompute")
