@@ -59,3 +59,40 @@ def test_ddp_refuses_a_model_that_is_not_ddp(watch):
     torch = pytest.importorskip("torch")
     with pytest.raises(TypeError, match="DistributedDataParallel"):
         watch.ddp(torch.nn.Linear(2, 2))
+
+
+@pytest.fixture
+def one_rank_group():
+    torch = pytest.importorskip("torch")
+    import torch.distributed as dist
+
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{free_port()}", rank=0, world_size=1)
+    yield torch
+    dist.destroy_process_group()
+
+
+def test_one_rank_in_process_counts_each_backward_and_its_bytes(watch, one_rank_group):
+    torch = one_rank_group
+    from torch.nn.parallel import DistributedDataParallel as DDP
+
+    model = DDP(torch.nn.Linear(8, 4))
+    timer = watch.ddp(model)
+    for _ in range(3):
+        model(torch.randn(2, 8)).sum().backward()
+    assert sum(timer.wait.counts) == 3
+    assert timer.bytes.value == 3 * (8 * 4 + 4) * 4  # float32 weight and bias, every step
+
+
+def test_a_second_comm_hook_is_a_clear_error(watch, one_rank_group):
+    torch = one_rank_group
+    from torch.distributed.algorithms.ddp_comm_hooks.default_hooks import allreduce_hook
+    from torch.nn.parallel import DistributedDataParallel as DDP
+
+    model = DDP(torch.nn.Linear(2, 2))
+    model.register_comm_hook(None, allreduce_hook)
+    with pytest.raises(RuntimeError, match=r"hook=your_hook"):
+        watch.ddp(model)
+    other = DDP(torch.nn.Linear(2, 2))
+    timer = watch.ddp(other, hook=allreduce_hook, state=None)  # the user's hook, timed
+    other(torch.randn(3, 2)).sum().backward()
+    assert sum(timer.wait.counts) == 1

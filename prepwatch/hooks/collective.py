@@ -111,7 +111,8 @@ class CollectiveTimer:
         self._step = _Step()
         self._cuda_pairs: deque[tuple[Any, Any]] = deque(maxlen=PENDING_CUDA_PAIRS)
         self._drain_lock = threading.Lock()
-        reg.register(_Drain(self), component="collective")
+        self._registry = reg
+        self._drain_registered = False
 
     # -- the hook (runs on the training thread, inside backward) ------------------------
     def hook(self, bucket: Any) -> Any:
@@ -157,6 +158,9 @@ class CollectiveTimer:
     def _cuda(self, bucket: Any) -> Any:
         import torch
 
+        if not self._drain_registered:  # scrapes read completed pairs too (CUDA only)
+            self._drain_registered = True
+            self._registry.register(_Drain(self), component="collective")
         if bucket.index() == 0:
             self.drain()  # the previous step's pair is usually complete by now
         if not bucket.is_last():
@@ -239,5 +243,12 @@ def install(ctx: Context, model: Any, hook: Optional[Hook] = None, state: Any = 
     if state is None and hook is None:
         state = model.process_group
     timer = CollectiveTimer(ctx, hook=hook, state=state)
-    model.register_comm_hook(timer, prepwatch_collective_hook)
+    try:
+        model.register_comm_hook(timer, prepwatch_collective_hook)
+    except RuntimeError as exc:
+        raise RuntimeError(
+            f"watch.ddp() could not register its communication hook ({exc}). DDP takes one "
+            "comm hook per model: if you register your own, pass it instead, "
+            "watch.ddp(model, hook=your_hook, state=your_state), and prepwatch times it"
+        ) from exc
     return timer
