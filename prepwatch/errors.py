@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import functools
 import logging
 import threading
-from typing import Any, Callable, TypeVar
+from typing import Any, Callable
 
 from prepwatch.metrics.registry import Registry
 
 log = logging.getLogger("prepwatch")
-F = TypeVar("F", bound=Callable[..., Any])
 
 
 class ErrorSink:
@@ -52,18 +50,32 @@ class ErrorSink:
         child = dict(self._family.children()).get((component,))
         return child.value if child is not None else 0.0  # type: ignore[attr-defined]
 
-    def guard(self, component: str, default: Any = None) -> Callable[[F], F]:
-        """Decorator: exceptions become a counted fault and ``default`` is returned."""
+    def survive(self, component: str) -> Survive:
+        """A reusable ``with`` block: an exception inside is reported under ``component``
+        and swallowed, so the training loop goes on. Cheap enough for a per-step call
+        (no allocation per use: create it once, enter it every step)."""
+        return Survive(self, component)
 
-        def wrap(fn: F) -> F:
-            @functools.wraps(fn)
-            def guarded(*args: Any, **kwargs: Any) -> Any:
-                try:
-                    return fn(*args, **kwargs)
-                except Exception as exc:
-                    self.report(component, exc)
-                    return default
+    def count_from(self, component: str, read: Callable[[], float]) -> None:
+        """Export ``component``'s fault count from ``read()`` at scrape time: for faults
+        counted elsewhere (DataLoader workers count theirs in shared memory)."""
+        self._family.labels(component).set_function(read)  # type: ignore[attr-defined]
 
-            return guarded  # type: ignore[return-value]
 
-        return wrap
+class Survive:
+    """Context manager returned by :meth:`ErrorSink.survive`."""
+
+    __slots__ = ("_sink", "_component")
+
+    def __init__(self, sink: ErrorSink, component: str) -> None:
+        self._sink = sink
+        self._component = component
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> bool:
+        if exc is None or not isinstance(exc, Exception):
+            return False
+        self._sink.report(self._component, exc)
+        return True

@@ -15,6 +15,7 @@ import atexit
 import logging
 import os
 import shutil
+import sys
 import tempfile
 import threading
 import time
@@ -27,6 +28,7 @@ from prepwatch.exporter.http import MetricsServer, validate_bind
 from prepwatch.exporter.rank_link import RankLink
 from prepwatch.identity import Identity
 from prepwatch.sources import start_sources
+from prepwatch.statedir import create_new
 from prepwatch.watch import Watch
 
 log = logging.getLogger("prepwatch")
@@ -55,7 +57,8 @@ def _writable_dir(path: Path, option: str) -> Path:
     try:
         path.mkdir(parents=True, exist_ok=True)
         probe = path / f".prepwatch-write-test-{os.getpid()}"
-        probe.write_text("ok")
+        probe.unlink(missing_ok=True)
+        create_new(probe, b"ok")  # never through a planted symlink
         probe.unlink()
     except OSError as exc:
         raise PermissionError(
@@ -77,11 +80,16 @@ def start(
     basic_auth: Optional[tuple[str, str]] = None,
     tls: Optional[tuple[str, str]] = None,
     instrument_open: bool = False,
+    identity: Optional[Identity] = None,
 ) -> Watch:
     """Start prepwatch in this process and return its :class:`Watch`.
 
-    Calling it again returns the running Watch. Arguments are checked here, at
-    set-up: a taken port or an unwritable directory raises at once with the fix.
+    Calling it again returns the running Watch when it asks for nothing else (no
+    arguments, or the same ones); a second call whose arguments differ from the running
+    Watch's raises ``ValueError`` naming both, since its settings (another port, another
+    run) would silently not apply: call :func:`stop` first to restart with them. Arguments
+    are checked here, at set-up: a taken port or an unwritable directory raises at once
+    with the fix.
 
     Args:
         run: job name, the ``run`` label (default: ``$PREPWATCH_RUN``,
@@ -97,12 +105,17 @@ def start(
             with an agent, the agent samples them).
         instrument_open: time every read-only file open of dataset code, here and in
             DataLoader workers (``prepwatch_file_open_seconds``; ~2 us per open).
+        identity: run/rank as a training framework knows them (``prepwatch.integrations``
+            pass the Trainer's distributed state); default read from the environment.
     """
-    global _watch
+    global _watch, _settings
+    given = {name: str(value) if isinstance(value, Path) else value
+             for name, value in locals().items() if name in _DEFAULTS and value != _DEFAULTS[name]}
     with _lock:
         if _watch is not None:
+            _refuse_other_settings(given, _settings)
             return _watch
-        identity = Identity.from_env(run)
+        identity = identity if identity is not None else Identity.from_env(run)
         ctx = Context.create(identity)
         reg = ctx.registry
         reg.gauge("prepwatch_build_info", "prepwatch version.", ["version"]).labels(__version__).set(1)
@@ -150,9 +163,50 @@ def start(
                 extra = start_sources(ctx, pids=lambda: [os.getpid()], interval=sample_interval)
         watch = Watch(ctx, _Exporter(exporter, extra), artifacts)
         watch.start_recording(instrument_open=instrument_open)
+        _settings = _first_settings(given, identity.run, host, port, agent)
         _watch = watch
         atexit.register(stop)
         return watch
+
+
+_DEFAULTS: dict[str, Any] = {
+    "run": None, "host": None, "port": None, "agent_dir": None, "state_dir": None,
+    "sources": True, "sample_interval": 1.0, "basic_auth": None, "tls": None,
+    "instrument_open": False,
+}
+_settings: dict[str, Any] = {}
+
+
+def _first_settings(
+    given: dict[str, Any], run: str, host: Optional[str], port: Optional[int], agent: Any,
+) -> dict[str, Any]:
+    """What the running Watch was started with: the given arguments, plus where it went."""
+    settings = dict(given)
+    caller = sys._getframe(2)
+    settings["_where"] = f"{caller.f_code.co_filename}:{caller.f_lineno}"
+    settings["run"] = run
+    settings["agent_dir" if agent else "port"] = str(agent) if agent else port
+    if not agent:
+        settings["host"] = host
+    return settings
+
+
+def _refuse_other_settings(given: dict[str, Any], first: dict[str, Any]) -> None:
+    """A second start() that asks for something else would be silently ignored: say so."""
+    differ = {k: v for k, v in given.items() if v != first.get(k)}
+    if not differ:
+        return
+    running = {k: v for k, v in first.items() if not k.startswith("_")}
+    raise ValueError(
+        f"prepwatch.start() is already running in this process ({_show(running)}; started at "
+        f"{first.get('_where', '?')}); this call asks for {_show(differ)}, which would not take "
+        "effect. Call prepwatch.stop() first to restart with these settings, or "
+        "prepwatch.start() without arguments (or prepwatch.current()) for the running Watch"
+    )
+
+
+def _show(settings: dict[str, Any]) -> str:
+    return ", ".join(f"{k}={'***' if k == 'basic_auth' else repr(v)}" for k, v in settings.items())
 
 
 def current() -> Optional[Watch]:

@@ -64,7 +64,7 @@ class Watch:
     # -- recording in this process -------------------------------------------------------
     def start_recording(self, *, instrument_open: bool = False) -> None:
         """Point stage timers (and, if asked, a process-wide open hook) at this Watch."""
-        set_recorder(self.worker_stats.main_recorder)
+        set_recorder(self.worker_stats.main_recorder, stages_outside_samples=False)
         if instrument_open and self._open_hook is None:
             self._open_hook = _instrument_open()
 

@@ -11,7 +11,7 @@ from functools import cache
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-RUNBOOK_PREFIX = "https://github.com/prepwatch/prepwatch/blob/main/docs/runbooks/"
+RUNBOOK_PREFIX = (ROOT / "alerts" / "RUNBOOK_BASE").read_text(encoding="utf-8").strip()  # the one setting
 _HEADING = re.compile(r"^#{1,6}\s+(.+?)\s*#*\s*$")
 
 

@@ -6,7 +6,7 @@ import argparse
 import urllib.request
 
 import torch
-from helpers import scrape, value
+from helpers import scrape, value, wait_for
 
 from prepwatch.demo import fault_boxes
 from prepwatch.demo.extra_geometry import Extra
@@ -25,8 +25,10 @@ def test_fault_boxes_is_caught_by_the_probe_and_drawn(watch, capsys) -> None:
     assert misaligned >= 0.5 * (misaligned + aligned) and misaligned >= 10
     assert value(s, "prepwatch_box_misalignments_total", kind="iou") > 0
     assert value(s, "prepwatch_boxes_total", outcome="kept") > 0
-    # The overlay is written and served read-only by the process' endpoint.
-    assert value(s, "prepwatch_box_overlays_total") >= 1
+    # The overlay is written (by a background thread: poll, a loaded machine may take a
+    # while) and served read-only by the process' endpoint.
+    s = wait_for(lambda: (s := scrape(watch.url)) and (value(s, "prepwatch_box_overlays_total") or 0) >= 1
+                 and s, timeout=60)
     path = next(dict(labels)["path"] for (name, labels) in s if name == "prepwatch_box_overlay_info")
     base = watch.url.rsplit("/metrics", 1)[0]
     with urllib.request.urlopen(base + path, timeout=5) as resp:

@@ -54,6 +54,9 @@ def test_aligned_transform_exits_zero(user_module, capsys, tmp_path) -> None:
     assert code == 0, out
     assert "aligned 40, misaligned 0" in out
     assert "verdict: ALIGNED" in out
+    # nothing went wrong: no "worst cases" list and no picture of them
+    assert "worst cases" not in out and "image:" not in out
+    assert not (tmp_path / "check-transform-worst.png").exists()
 
 
 def test_normalized_box_formats(user_module, capsys) -> None:

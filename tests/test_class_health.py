@@ -453,8 +453,10 @@ def test_report_augmentation():
     got = scrape(ctx)
     params = by_label(got, "prepwatch_augmentation_param", "name")
     assert params == {"crop_scale_min": 0.08, "cutout_holes": 3}
-    with pytest.raises(TypeError, match="Python number"):
-        ch.report_augmentation(strength=torch.tensor(0.5))
+    ch.report_augmentation(strength=torch.tensor(0.5), cutout_holes=4)  # counted, not raised
+    assert ctx.errors.count("class_health") == 1
+    params = by_label(scrape(ctx), "prepwatch_augmentation_param", "name")
+    assert params == {"crop_scale_min": 0.08, "cutout_holes": 4}
 
 
 def test_window_recall_forgets_old_training_counts():

@@ -90,6 +90,20 @@ def test_prometheus_config_checks_with_the_real_rules(tmp_path: Path) -> None:
     assert found and int(found.group(1)) == n_rules, f"expected {n_rules} rule files: {out}"
 
 
+def test_prometheus_config_checks_the_same_from_a_checkout() -> None:
+    """`promtool check config deploy/prometheus/prometheus.yml`, as a person runs it from the
+    repository, loads every rule file (not 0 with SUCCESS)."""
+    res = subprocess.run(
+        [_tool("promtool"), "check", "config", "deploy/prometheus/prometheus.yml"],
+        capture_output=True, text=True, timeout=60, cwd=ROOT,
+    )
+    out = res.stdout + res.stderr
+    assert res.returncode == 0, out
+    found = re.search(r"(\d+) rule files found", out)
+    n_rules = len(list((ROOT / "alerts").glob("*.rules.yml")))
+    assert found and int(found.group(1)) == n_rules, f"expected {n_rules} rule files: {out}"
+
+
 def test_prometheus_sends_to_the_compose_alertmanager() -> None:
     services = _compose()["services"]
     prom = yaml.safe_load((ROOT / "deploy/prometheus/prometheus.yml").read_text())

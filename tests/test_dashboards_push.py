@@ -21,7 +21,7 @@ import pytest
 from runbook_links import ROOT
 
 from prepwatch.cli.main import main
-from prepwatch.tools.grafana_push import default_dashboards_dir, folder_uid_for
+from prepwatch.tools.grafana_push import connection_reason, default_dashboards_dir, folder_uid_for
 
 TOKEN = "glsa_test_token"
 BASIC = ("admin", "s3cret")
@@ -225,7 +225,20 @@ def test_unreachable_grafana(capsys) -> None:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]  # closed once we leave: nothing listens there
     assert _push(f"http://127.0.0.1:{port}", "--token", TOKEN, "--timeout", "2") == 1
-    assert "cannot reach Grafana" in capsys.readouterr().err
+    # one line, the reason in words: no HTTP client's retry report
+    assert capsys.readouterr().err == (
+        f"prepwatch: cannot reach Grafana at http://127.0.0.1:{port}: connection refused\n")
+
+
+def test_an_http_client_connection_error_is_said_in_a_few_words() -> None:
+    niquests = pytest.importorskip("niquests")
+    try:  # the client's own report, past the reachability check (a Grafana that went away)
+        niquests.get("http://127.0.0.1:9/api/folders", timeout=2)
+    except niquests.exceptions.ConnectionError as exc:
+        assert "Max retries" in str(exc)
+        assert connection_reason(exc) == "connection refused"
+    else:
+        pytest.skip("something answers on port 9 here")
 
 
 @pytest.mark.parametrize("args, message", [

@@ -2,7 +2,7 @@
 
 Run beside Alertmanager (docker-compose.yml does) to see what would page someone:
 
-    python deploy/webhook/receiver.py --host 127.0.0.1 --port 9401
+    python deploy/webhook/receiver.py --host 127.0.0.1 --port 9099
 
 Standard library only, so it runs in a bare python image. The end-to-end tests import
 ``make_server`` from this file to receive the real notifications.
@@ -73,7 +73,7 @@ def serve_in_thread(server: ThreadingHTTPServer) -> threading.Thread:
 def main(argv: Optional[list[str]] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=9401)
+    parser.add_argument("--port", type=int, default=9099)
     args = parser.parse_args(argv)
 
     def sink(payload: dict[str, Any], _received: float) -> None:

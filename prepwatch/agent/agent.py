@@ -11,10 +11,13 @@ from typing import Optional
 
 from prepwatch._version import __version__
 from prepwatch.agent.aggregator import RankAggregator
+from prepwatch.agent.job_run import agent_local
 from prepwatch.context import Context
 from prepwatch.exporter.http import MetricsServer
 from prepwatch.identity import Identity
 from prepwatch.sources import start_sources
+from prepwatch.sources.rank_processes import read_rank_identities
+from prepwatch.statedir import UnsafeDirectoryError, create_new, private_dir
 
 log = logging.getLogger("prepwatch")
 ENV_AGENT_DIR = "PREPWATCH_AGENT_DIR"
@@ -27,14 +30,18 @@ def default_state_dir() -> Path:
 
 
 def prepare_state_dir(path: Path) -> Path:
-    """Create ``path`` (0700) with ranks/ and artifacts/; fail clearly when unwritable."""
+    """Create ``path`` (0700) with ranks/ and artifacts/; fail clearly when unwritable, and
+    refuse them when another user owns them or can write them (see prepwatch.statedir)."""
+    option = "--state-dir (or state_dir=...)"
     try:
-        path.mkdir(mode=0o700, parents=True, exist_ok=True)
-        (path / "ranks").mkdir(mode=0o700, exist_ok=True)
-        (path / "artifacts").mkdir(mode=0o700, exist_ok=True)
+        for folder in (path, path / "ranks", path / "artifacts"):
+            private_dir(folder, option)
         probe = path / ".write-test"
-        probe.write_text("ok")
+        probe.unlink(missing_ok=True)
+        create_new(probe, b"ok")
         probe.unlink()
+    except UnsafeDirectoryError:
+        raise
     except OSError as exc:
         raise PermissionError(
             f"prepwatch: state directory {path} is not writable ({exc.strerror}); pass another "
@@ -47,7 +54,9 @@ class Agent:
     """Serves ``/metrics`` for every rank registered under ``state_dir``.
 
     ``run`` names the single job this agent serves (``prepwatch run``); its own
-    node-level series then carry that ``run`` label so they join with the ranks'.
+    node-level series then carry the job's ``run`` label (its ranks', see
+    :mod:`prepwatch.agent.job_run`) so they join with the ranks'. Process series are
+    kept per registered rank and carry that rank's ``run`` and ``rank``.
     """
 
     def __init__(
@@ -62,6 +71,7 @@ class Agent:
         basic_auth: Optional[tuple[str, str]] = None,
         tls: Optional[tuple[str, str]] = None,
         owns_state_dir: bool = False,
+        watch_processes: bool = True,
     ) -> None:
         self.owns_state_dir = owns_state_dir
         if state_dir is None:
@@ -72,12 +82,18 @@ class Agent:
         self.ctx = Context.create(Identity(run=run or "agent"))
         reg = self.ctx.registry
         reg.gauge("prepwatch_build_info", "prepwatch version.", ["version"]).labels(__version__).set(1)
+        ranks_dir = self.state_dir / "ranks"
         self.aggregator = RankAggregator(
-            self.state_dir / "ranks", self.ctx.errors.report,
-            local=({"run": run} if run else {}, reg),
+            ranks_dir, self.ctx.errors.report, local=agent_local(reg, ranks_dir, run),
         )
         self._sources = (
-            list(start_sources(self.ctx, pids=self.aggregator.pids, interval=sample_interval))
+            # watch_processes=False: the ranks' pids belong to another PID namespace (a node
+            # DaemonSet) and would name other processes here; GPUs are then all exported.
+            list(start_sources(
+                self.ctx, pids=self.aggregator.pids if watch_processes else list,
+                interval=sample_interval,
+                ranks=(lambda: read_rank_identities(ranks_dir)) if watch_processes else None,
+            ))
             if sources else []
         )
         self.collector = self.aggregator
@@ -116,8 +132,7 @@ class Agent:
         self._close_parts()
         if self.owns_state_dir:
             shutil.rmtree(self.state_dir, ignore_errors=True)
-        else:
-            # A shared node agent leaves the folder and the live ranks' sockets: an agent
-            # restarted on the same --state-dir (an upgrade) finds the running jobs again.
-            self.aggregator.remove_dead()
+        # A shared node agent leaves the folder and every rank's files: an agent restarted
+        # on the same --state-dir (an upgrade) finds the running jobs again, and reports
+        # the ranks that died meanwhile (or just before it stopped) as lost, then removes them.
 

@@ -11,25 +11,16 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Callable, Iterator, Optional
 
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
+from prepwatch.agent import snapshot_validation
 from prepwatch.agent.merge import collapse_class_series
+from prepwatch.agent.rank_reader import RankDropped, read_rank
 from prepwatch.exporter import snapshot
 
 GONE_MEMORY_SECONDS = 600.0  # how long a vanished rank keeps exporting prepwatch_rank_up 0
-
-
-def _read_socket(path: Path, timeout: float) -> bytes:
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
-        sock.settimeout(timeout)
-        sock.connect(str(path))
-        chunks = []
-        while True:
-            chunk = sock.recv(1 << 20)
-            if not chunk:
-                break
-            chunks.append(chunk)
-    return b"".join(chunks)
+# Why a rank is down (the `reason` label of prepwatch_rank_up 0): a bounded set.
+EXITED, SOCKET_GONE = "exited", "socket_gone"
 
 
 def _pid_alive(pid: int) -> bool:
@@ -73,7 +64,9 @@ class RankAggregator:
         self._on_error = on_error
         self._timeout = timeout
         self._known: dict[str, dict[str, Any]] = {}  # socket name -> identity
-        self._gone: dict[tuple[str, str], float] = {}  # (run, rank) -> when it vanished
+        self._gone: dict[tuple[str, str], tuple[float, str]] = {}  # (run, rank) -> (when, why)
+        self._down: dict[tuple[str, str], str] = {}  # this scrape: registered, not served -> why
+        self._drops: dict[str, int] = {}  # reason -> ranks left out of a scrape, so far
         self._pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="prepwatch-agg")
         # One scrape at a time (an HA pair of Prometheus servers scrapes concurrently):
         # _known and _gone are updated by the scrape and its fetch threads.
@@ -88,7 +81,17 @@ class RankAggregator:
 
     def _fetch(self, path: Path) -> Optional[tuple[dict[str, Any], list[Metric]]]:
         try:
-            return snapshot.decode(_read_socket(path, self._timeout))
+            return snapshot_validation.decode(read_rank(path, self._timeout))
+        except RankDropped as exc:
+            # Hung, foreign or malformed: this rank is down for this scrape, by name when
+            # the agent knows it; the others are served as usual.
+            identity = self._known.get(path.name) or _registered_identity(path)
+            if identity is not None:
+                self._down[(str(identity["run"]), str(identity["rank"]))] = exc.reason
+            self._drops[exc.reason] = self._drops.get(exc.reason, 0) + 1
+            if exc.reason != "timeout":  # a busy rank is not a fault of prepwatch's
+                self._on_error("aggregator", exc)
+            return None
         except (ConnectionRefusedError, FileNotFoundError):
             pid = int(path.stem) if path.stem.isdigit() else -1
             if pid > 0 and not _pid_alive(pid):
@@ -99,7 +102,7 @@ class RankAggregator:
                     except FileNotFoundError:
                         pass
                 if identity is not None:
-                    self._gone[(identity["run"], str(identity["rank"]))] = time.time()
+                    self._gone[(identity["run"], str(identity["rank"]))] = (time.time(), EXITED)
             return None
         except (ConnectionResetError, BrokenPipeError, socket.timeout):
             return None  # the rank is exiting or busy: skip it this scrape, nothing is wrong here
@@ -118,6 +121,8 @@ class RankAggregator:
         except OSError as exc:
             self._on_error("aggregator", exc)
             paths = []
+        self._down = {}
+        self._notice_vanished_sockets({p.name for p in paths})
         results = list(self._pool.map(self._fetch, paths)) if paths else []
         sources: list[tuple[dict[str, str], list[Metric]]] = []
         if self._local is not None:
@@ -128,8 +133,9 @@ class RankAggregator:
                 self._on_error("aggregator", exc)
         up = GaugeMetricFamily(
             "prepwatch_rank_up",
-            "1 while a registered rank answers; 0 after it vanished without unregistering.",
-            labels=["run", "rank"],
+            "1 while a registered rank answers; 0 (with a reason) while it does not: exited "
+            "without unregistering, timeout, socket_gone, invalid_snapshot, foreign_peer, ...",
+            labels=["run", "rank", "reason"],
         )
         live: set[tuple[str, str]] = set()
         for path, result in zip(paths, results):
@@ -150,19 +156,53 @@ class RankAggregator:
             live.add(key)
             sources.append((labels, metrics))
         for run, rank in sorted(live):
-            up.add_metric([run, rank], 1.0)
+            up.add_metric([run, rank, ""], 1.0)
             self._gone.pop((run, rank), None)
         now = time.time()
-        for (run, rank), since in list(self._gone.items()):
+        down = dict(self._down)
+        for key, (since, why) in list(self._gone.items()):
             if now - since > GONE_MEMORY_SECONDS:
-                del self._gone[(run, rank)]
-            elif (run, rank) not in live:
-                up.add_metric([run, rank], 0.0)
+                del self._gone[key]
+            elif key not in live:
+                down.setdefault(key, why)
+        for (run, rank), why in sorted(down.items()):
+            if (run, rank) not in live:
+                up.add_metric([run, rank, why], 0.0)
         yield from snapshot.merge(collapse_class_series(sources))  # class series per node
         yield up
+        drops = CounterMetricFamily(
+            "prepwatch_agent_rank_drops",
+            "Times a registered rank was left out of a scrape, by reason (timeout: it did not "
+            "answer within the deadline; the others: what it sent was refused).",
+            labels=["reason"],
+        )
+        for reason, count in sorted(self._drops.items()):
+            drops.add_metric([reason], count)
+        yield drops
         yield GaugeMetricFamily(
             "prepwatch_agent_ranks", "Ranks currently registered with this agent.", value=len(live)
         )
+
+    def _notice_vanished_sockets(self, present: set[str]) -> None:
+        """A rank whose socket disappeared while its process lives (the state directory was
+        deleted, a cleaner removed it) can no longer be reached: it is lost, not finished.
+        One whose process is gone too unregistered itself (a clean exit)."""
+        for name in [n for n in self._known if n not in present]:
+            identity = self._known.pop(name)
+            pid = int(name.split(".")[0]) if name.split(".")[0].isdigit() else -1
+            said_bye = (self.ranks_dir / name).with_suffix(".bye").exists()
+            if pid > 0 and _pid_alive(pid) and not said_bye:
+                self._gone[(str(identity["run"]), str(identity["rank"]))] = (time.time(), SOCKET_GONE)
+        try:
+            byes = list(self.ranks_dir.glob("*.bye"))
+        except OSError:
+            return
+        for bye in byes:  # read or not, a goodbye of an exited process has served its turn
+            if not (bye.stem.isdigit() and _pid_alive(int(bye.stem))):
+                try:
+                    bye.unlink()
+                except OSError:
+                    pass
 
     def remove_dead(self) -> None:
         """Delete the sockets (and identity files) of ranks whose process is gone."""

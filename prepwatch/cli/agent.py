@@ -23,12 +23,18 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "--state-dir", type=Path, default=None,
         help=f"folder jobs find through ${ENV_AGENT_DIR} (default {default_state_dir()})",
     )
+    p.add_argument(
+        "--no-process-tree", dest="watch_processes", action="store_false",
+        help="do not sample the ranks' processes (CPU, RSS, IO): for an agent in another PID "
+        "namespace than the jobs (a Kubernetes DaemonSet), where their pids name other processes",
+    )
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     state_dir = args.state_dir or default_state_dir()
-    agent = Agent(state_dir, owns_state_dir=False, **serve_kwargs(args))
+    agent = Agent(state_dir, owns_state_dir=False, watch_processes=args.watch_processes,
+                  **serve_kwargs(args))
     print(
         f"prepwatch agent: serving {agent.url}\n"
         f"  start jobs with: export {ENV_AGENT_DIR}={agent.state_dir}",

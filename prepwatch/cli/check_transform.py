@@ -101,9 +101,10 @@ def run(args: argparse.Namespace) -> int:
         batch_size=args.batch_size, seed=args.seed,
     )
     image_path = None
-    if not args.no_image and args.worst > 0 and report.trials:
-        image_path = draw_worst(report, Path(args.report_image), args.worst)
     code = exit_code(report)
+    # Every judged box aligned: there is no worst case to show, only the verdict.
+    if not args.no_image and args.worst > 0 and report.trials and code != EXIT_ALIGNED:
+        image_path = draw_worst(report, Path(args.report_image), args.worst)
     if args.json:
         json.dump(summary(report, args, image_path, code), sys.stdout, indent=2)
         sys.stdout.write("\n")
@@ -133,7 +134,7 @@ def summary(report: ProbeReport, args: argparse.Namespace, image: Path | None, c
         "target": args.target, "trials": len(report.trials), "aligned": report.aligned,
         "misaligned": report.misaligned, "inconclusive": report.inconclusive,
         "kinds": report.kinds(), "boxes": report.outcomes(), "iou": _quantiles(report.ious()),
-        "worst": [_trial_dict(t) for t in report.worst(args.worst)],
+        "worst": [_trial_dict(t) for t in report.worst(args.worst)] if code != EXIT_ALIGNED else [],
         "image": str(image) if image else None, "exit_code": code,
     }
 
@@ -169,6 +170,8 @@ def format_text(report: ProbeReport, args: argparse.Namespace, image: Path | Non
         + ", ".join(f"{k} {v}" for k, v in report.outcomes().items())
     )
     worst = [t for t in report.worst(args.worst) if t.result != "aligned" or t.iou is not None]
+    if code == EXIT_ALIGNED:
+        worst = []  # nothing went wrong: listing the lowest-IoU aligned trials would alarm
     if worst:
         lines.append("worst cases:")
     for t in worst:

@@ -10,7 +10,12 @@ from pathlib import Path
 from prepwatch.tools.grafana_push import (
     DEFAULT_FOLDER,
     ENV_DASHBOARDS_DIR,
+    GrafanaUnreachable,
+    check_reachable,
+    connection_reason,
     credential_from,
+    default_dashboards_dir,
+    load_dashboards,
     push_dashboards,
 )
 
@@ -55,6 +60,13 @@ def run(args: argparse.Namespace) -> int:
     elif not token:
         token = os.environ.get("GRAFANA_TOKEN") or None
     credential = credential_from(token=token, user=args.user, password=password)
+    load_dashboards(args.dashboards_dir or default_dashboards_dir())  # bad --dir: said first
+    if args.grafana_url.startswith(("http://", "https://")):
+        try:  # before importing the HTTP client: an absent Grafana is said at once
+            check_reachable(args.grafana_url, args.timeout)
+        except GrafanaUnreachable as exc:
+            print(f"prepwatch: cannot reach Grafana at {args.grafana_url}: {exc}", file=sys.stderr)
+            return 1
     try:
         from grafana_client.client import GrafanaException
     except ImportError:
@@ -74,7 +86,8 @@ def run(args: argparse.Namespace) -> int:
     except OSError as exc:  # niquests' connection errors are OSErrors
         if isinstance(exc, FileNotFoundError):
             raise
-        print(f"prepwatch: cannot reach Grafana at {args.grafana_url}: {exc}", file=sys.stderr)
+        reason = str(exc) if isinstance(exc, GrafanaUnreachable) else connection_reason(exc)
+        print(f"prepwatch: cannot reach Grafana at {args.grafana_url}: {reason}", file=sys.stderr)
         return 1
     for r in results:
         print(f"{r.action:9} {r.title} ({r.uid}) {r.url}")

@@ -15,6 +15,7 @@ from prepwatch._version import __version__
 SUBCOMMANDS = {
     "run": ("prepwatch.cli.run", "run a training command with the agent attached"),
     "agent": ("prepwatch.cli.agent", "serve every prepwatch job on this node on one endpoint"),
+    "slurm": ("prepwatch.cli.slurm", "one agent per node of a Slurm job, with file_sd targets"),
     "demo": ("prepwatch.cli.demo", "run a small CPU training job with every signal on"),
     "probe-io": ("prepwatch.cli.probe_io", "measure a dataset directory's storage"),
     "check-transform": ("prepwatch.cli.check_transform", "check that a transform moves boxes with pixels"),
@@ -56,8 +57,20 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     try:
         return int(func(args) or 0)
     except (ValueError, PermissionError, FileNotFoundError, OSError) as exc:
-        print(f"prepwatch: {exc}", file=sys.stderr)
+        print(f"prepwatch: {set_up_message(exc)}", file=sys.stderr)
         return 2
+
+
+def set_up_message(exc: BaseException) -> str:
+    """The message alone: without ``[Errno N]`` when prepwatch wrote the text, and without
+    a second ``prepwatch:`` prefix (the CLI adds one)."""
+    text = str(exc)
+    if isinstance(exc, OSError) and exc.strerror and exc.filename is None and (
+            exc.strerror.startswith("prepwatch: ")):
+        text = exc.strerror
+    while text.startswith("prepwatch: "):
+        text = text[len("prepwatch: "):]
+    return text
 
 
 if __name__ == "__main__":

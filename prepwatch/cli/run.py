@@ -20,7 +20,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "with CMD's exit status. Example: prepwatch run -- torchrun --nproc-per-node 2 train.py",
     )
     add_serve_options(p)
-    p.add_argument("--run", dest="run_name", help="run name, the `run` label (default: from CMD)")
+    p.add_argument(
+        "--run", dest="run_name", help="run name, the `run` label (default: $PREPWATCH_RUN, else from CMD)"
+    )
     p.add_argument("cmd", nargs=argparse.REMAINDER, help="-- CMD ARGS...")
     p.set_defaults(func=run)
 
@@ -39,7 +41,9 @@ def run(args: argparse.Namespace) -> int:
         cmd = cmd[1:]
     if not cmd:
         raise ValueError("nothing to run: use `prepwatch run [options] -- CMD ARGS...`")
-    name = sanitize_label_value(args.run_name) if args.run_name else default_run_name(cmd)
+    # --run, else $PREPWATCH_RUN (Kubernetes/Slurm set it from the job), else from CMD.
+    named = args.run_name or os.environ.get("PREPWATCH_RUN")
+    name = sanitize_label_value(named) if named else default_run_name(cmd)
     agent = Agent(run=name, **serve_kwargs(args))
     print(f"prepwatch: serving run {name!r} at {agent.url}", file=sys.stderr, flush=True)
     env = dict(os.environ)

@@ -95,7 +95,8 @@ class SyntheticShapes(Dataset):
         f = entry[0]
         f.seek(offset * IMAGE_BYTES)
         entry[1] += 1
-        return np.frombuffer(f.read(IMAGE_BYTES), dtype=np.uint8).reshape(32, 32, 3)
+        # A writable buffer: torch.from_numpy warns (once per process) on a read-only one.
+        return np.frombuffer(bytearray(f.read(IMAGE_BYTES)), dtype=np.uint8).reshape(32, 32, 3)
 
     def __len__(self) -> int:
         return self.size

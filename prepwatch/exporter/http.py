@@ -17,13 +17,19 @@ import logging
 import mimetypes
 import ssl
 import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any, Callable, Optional
 from urllib.parse import parse_qs, unquote, urlparse
 
 from prometheus_client.exposition import choose_encoder
 
+from prepwatch.exporter.bounded_server import (
+    DEFAULT_DEADLINE_S,
+    DEFAULT_MAX_CONNECTIONS,
+    BoundedHTTPServer,
+)
+from prepwatch.exporter.shared_render import SharedRender
 from prepwatch.exporter.text import CONTENT_TYPE as TEXT_CONTENT_TYPE
 from prepwatch.exporter.text import encode_text
 from prepwatch.internal_threads import mark_internal_thread, unmark_internal_thread
@@ -32,6 +38,7 @@ from prepwatch.metrics.registry import LabelledView
 log = logging.getLogger("prepwatch")
 
 ARTIFACT_TYPES = {".png", ".json", ".txt"}
+_GZIP_MAGIC = b"\x1f\x8b"
 
 
 class PortInUseError(OSError):
@@ -60,16 +67,28 @@ class MetricsServer:
         tls: Optional[tuple[str, str]] = None,
         port_option: str = "port=... (or --port / $PREPWATCH_PORT)",
         on_error: Optional[Callable[[str, BaseException], None]] = None,
+        max_connections: int = DEFAULT_MAX_CONNECTIONS,
+        deadline_s: float = DEFAULT_DEADLINE_S,
     ) -> None:
+        """``max_connections`` are served at once (more are refused at once), each within
+        ``deadline_s`` for handshake, request and response."""
         validate_bind(host, port)
         self.collector = collector
         self.const_labels = dict(const_labels or {})
         self.artifacts_root = Path(artifacts_root) if artifacts_root else None
         self._auth = _auth_header(basic_auth) if basic_auth else None
         self._on_error = on_error
+        self.renders = SharedRender()
         handler = _make_handler(self)
+        context = None
+        if tls is not None:
+            context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            context.load_cert_chain(certfile=tls[0], keyfile=tls[1])
         try:
-            self._httpd = ThreadingHTTPServer((host, port), handler)
+            self._httpd = BoundedHTTPServer(
+                (host, port), handler, tls_context=context,
+                max_connections=max_connections, deadline_s=deadline_s,
+            )
         except OSError as exc:
             if exc.errno == errno.EADDRINUSE:
                 raise PortInUseError(
@@ -78,18 +97,16 @@ class MetricsServer:
                     f"{port_option}",
                 ) from None
             raise
-        self._httpd.daemon_threads = True
-        self.scheme = "http"
-        if tls is not None:
-            context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-            context.load_cert_chain(certfile=tls[0], keyfile=tls[1])
-            self._httpd.socket = context.wrap_socket(self._httpd.socket, server_side=True)
-            self.scheme = "https"
+        self.scheme = "https" if context is not None else "http"
         self.host, self.port = self._httpd.server_address[:2]
         self._thread = threading.Thread(
             target=self._httpd.serve_forever, name="prepwatch-http", daemon=True
         )
         self._thread.start()
+
+    def concurrent(self) -> bool:
+        """Whether other connections are open now (their scrapes may share a render)."""
+        return self._httpd.active_connections() > 1
 
     @property
     def url(self) -> str:
@@ -161,8 +178,9 @@ def _make_handler(server: MetricsServer) -> type[BaseHTTPRequestHandler]:
             except Exception as exc:
                 server.report("http", exc)
                 status, ctype, body = 500, "text/plain", b"internal error\n"
-            gz = "gzip" in self.headers.get("Accept-Encoding", "") and len(body) > 1024
-            if gz:
+            gz = body[:2] == _GZIP_MAGIC if status == 200 and url.path in ("/metrics", "/") \
+                else self._wants_gzip() and len(body) > 1024
+            if gz and body[:2] != _GZIP_MAGIC:
                 body = gzip.compress(body, compresslevel=3)
             self.send_response(status)
             self.send_header("Content-Type", ctype)
@@ -173,17 +191,35 @@ def _make_handler(server: MetricsServer) -> type[BaseHTTPRequestHandler]:
             if not head:
                 self.wfile.write(body)
 
+        def _wants_gzip(self) -> bool:
+            return "gzip" in self.headers.get("Accept-Encoding", "")
+
         def _metrics(self, query: str) -> tuple[int, str, bytes]:
+            """The exposition, gzipped when asked and over 1 KiB (the gzip magic says so)."""
             encoder, ctype = choose_encoder(self.headers.get("Accept", ""))
             collector = server.collector
             names = parse_qs(query).get("name[]")
             if names:
                 collector = _Restricted(collector, set(names))
             if ctype.startswith("text/plain"):
-                return 200, TEXT_CONTENT_TYPE, encode_text(collector, server.const_labels)
-            if server.const_labels:  # OpenMetrics: prometheus_client's encoder, labels by copy
-                collector = LabelledView(collector, server.const_labels)
-            return 200, ctype, encoder(collector)
+                ctype = TEXT_CONTENT_TYPE
+
+                def render() -> bytes:
+                    return encode_text(collector, server.const_labels)
+            else:
+                if server.const_labels:  # OpenMetrics: prometheus_client's encoder, labels by copy
+                    collector = LabelledView(collector, server.const_labels)
+
+                def render() -> bytes:
+                    return encoder(collector)
+            gz = self._wants_gzip()
+
+            def final() -> bytes:
+                body = render()
+                return gzip.compress(body, compresslevel=3) if gz and len(body) > 1024 else body
+            if names:  # filtered requests are rare and unbounded in variety: never shared
+                return 200, ctype, final()
+            return 200, ctype, server.renders.get((ctype, gz), final, server.concurrent())
 
         def _artifact(self, rel: str) -> tuple[int, str, bytes]:
             root = server.artifacts_root

@@ -12,13 +12,32 @@ import json
 import os
 import socketserver
 import threading
+import weakref
 from pathlib import Path
 from typing import Any, Callable
 
 from prepwatch.exporter import snapshot
+from prepwatch.statedir import check_private_dir, replace_file
 
 # sun_path holds 108 bytes on Linux, the terminating NUL included.
 MAX_SOCKET_PATH = 107
+
+# A forked DataLoader worker inherits the listening socket (fork keeps fds whatever their
+# CLOEXEC flag): after the rank dies, the worker's copy would accept the agent's connections
+# and never answer, hiding the death. Children close it right after fork.
+_links: weakref.WeakSet[RankLink] = weakref.WeakSet()
+
+
+def _close_in_child() -> None:
+    for link in list(_links):
+        try:
+            link._server.socket.close()
+        except OSError:
+            pass
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_close_in_child)
 
 
 class RankLink:
@@ -36,6 +55,10 @@ class RankLink:
                 "running with this --state-dir? Unset PREPWATCH_AGENT_DIR to serve metrics "
                 "from this process instead."
             )
+        # ranks/ must be ours (root may use whoever's it is) and closed to others: in a
+        # folder others can write, our socket and identity file could be swapped for theirs.
+        check_private_dir(ranks, "PREPWATCH_AGENT_DIR (the agent's --state-dir)",
+                          owners=(ranks.stat().st_uid,) if os.geteuid() == 0 else ())
         self.path = ranks / f"{os.getpid()}.sock"
         if len(os.fsencode(str(self.path))) > MAX_SOCKET_PATH:
             raise ValueError(
@@ -47,9 +70,8 @@ class RankLink:
         # Who this socket is, for an agent that never got to scrape it: a rank that dies
         # before its first scrape (OOM in set-up) is still reported as lost by name.
         self.identity_path = self.path.with_suffix(".json")
-        tmp = self.identity_path.with_suffix(".json.tmp")
-        tmp.write_text(json.dumps({"run": identity["run"], "rank": identity["rank"]}))
-        os.replace(tmp, self.identity_path)
+        replace_file(self.identity_path,
+                     json.dumps({"run": identity["run"], "rank": identity["rank"]}).encode())
         collector_, identity_, on_error_ = collector, identity, on_error
 
         class Handler(socketserver.BaseRequestHandler):
@@ -61,8 +83,10 @@ class RankLink:
 
         if self.path.exists():
             self.path.unlink()
+        self.path.with_suffix(".bye").unlink(missing_ok=True)  # from an earlier start() of ours
         self._server = socketserver.ThreadingUnixStreamServer(str(self.path), Handler)
         self._server.daemon_threads = True
+        _links.add(self)
         self._thread = threading.Thread(
             target=self._server.serve_forever, name="prepwatch-agent-link", daemon=True
         )
@@ -72,6 +96,12 @@ class RankLink:
     def close(self) -> None:
         self._server.shutdown()
         self._server.server_close()
+        # A goodbye first: the agent tells this clean exit from a socket deleted under a
+        # live process (which it reports as lost) while the process is still exiting.
+        try:
+            replace_file(self.path.with_suffix(".bye"), b"")
+        except OSError:
+            pass
         for path in (self.path, self.identity_path):
             try:
                 path.unlink()

@@ -13,16 +13,24 @@ from prepwatch.hooks.worker_stats import WorkerStats
 
 T = TypeVar("T")
 _MASK = RING - 1
+MAX_BATCH_SAMPLES = 1 << 32  # a batch_size= answer above this is a bug, not a batch
 
 
-def _wrong_count_type(n: Any) -> Optional[TypeError]:
+def _out_of_range(n: int) -> ValueError:
+    return ValueError(
+        f"batch_size= callable returned {n}, outside 0..{MAX_BATCH_SAMPLES}: not counted "
+        "(prepwatch_samples_total is a counter and never goes backwards)"
+    )
+
+
+def _wrong_count_type(n: Any) -> Optional[Exception]:
     """A batch_size= callable must answer with an int; anything else is said once.
 
     A callable returning a tensor would make every later batch a tensor add (a kernel
     launch on CUDA) and every scrape a device sync.
     """
     if isinstance(n, Integral) and not isinstance(n, bool):
-        return None
+        return None if 0 <= n <= MAX_BATCH_SAMPLES else _out_of_range(n)
     return TypeError(
         f"batch_size= callable returned {type(n).__name__}, not int: return a Python int "
         "(e.g. int(batch['mask'].sum()) or len(batch['ids'])); counting samples by the "
@@ -58,6 +66,12 @@ class WatchedLoader(Generic[T]):
         dataloader: Any = None,
         worker_timing: bool = True,
     ) -> None:
+        if isinstance(iterable, type):
+            raise TypeError(
+                f"watch.loader() got the class {iterable.__name__}, not an instance: build it "
+                f"first, e.g. watch.loader({iterable.__name__}(dataset, batch_size=64, "
+                "num_workers=4))"
+            )
         if not hasattr(iterable, "__iter__"):
             raise TypeError(
                 f"watch.loader() needs an iterable of batches (a DataLoader, a generator, "
@@ -82,6 +96,8 @@ class WatchedLoader(Generic[T]):
         else:
             self._sizer = BatchSizer(batch_size)
         dl = dataloader if dataloader is not None else (iterable if _is_dataloader(iterable) else None)
+        # accelerate's prepared loaders pass for DataLoaders; the one whose workers run is inside
+        dl = getattr(dl, "base_dataloader", dl) if dl is not None else None
         if dl is not None:
             loop.workers.set(float(dl.num_workers))
             if worker_timing:
@@ -141,13 +157,19 @@ class WatchedLoader(Generic[T]):
             try:
                 wait.observe(t1 - t0)
                 period = t1 - prev
+                if loop.excluded:  # framework time (evaluation, checkpoints) marked by an integration
+                    period -= loop.excluded
+                    loop.excluded = 0.0
                 step.observe(period)
                 pos = loop.ring_pos
                 ring[pos & _MASK] = period
                 loop.ring_pos = pos + 1
                 loop.last_batch_perf = t1
                 steps.value += 1
-                samples.value += sizer(batch)
+                n = sizer(batch)
+                if not 0 <= n <= MAX_BATCH_SAMPLES:
+                    raise _out_of_range(n)
+                samples.value += n
             except Exception as exc:
                 self._errors.report("loader", exc)
             prev = t1

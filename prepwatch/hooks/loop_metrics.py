@@ -54,6 +54,9 @@ class LoopMetrics:
         # it arrived. A hang before any batch (workers that never start) has no last step to
         # age, so the stall alert ages this instead.
         self.first_wait_started_perf = float("nan")
+        # Seconds a framework integration marked as not part of the next step period (an
+        # evaluation or checkpoint between two batches); taken off that period, then zeroed.
+        self.excluded = 0.0
 
         last = reg.gauge(
             "prepwatch_last_step_timestamp_seconds", "Unix time the last batch reached the loop."

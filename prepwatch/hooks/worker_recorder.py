@@ -77,10 +77,21 @@ def recorder() -> Optional[Recorder]:
     return _current
 
 
-def set_recorder(rec: Optional[Recorder]) -> None:
-    """Point this process' stage timers and open hook at ``rec`` (None: record nothing)."""
-    global _current
+# Whether stage() blocks outside a timed sample count. In the main process they do not:
+# nothing times a sample there (the fetch is the loop's data wait), so its stage blocks
+# (evaluation loaders, num_workers=0) would make stage="read" outnumber stage="total".
+_stages_outside_samples = True
+
+
+def set_recorder(rec: Optional[Recorder], *, stages_outside_samples: bool = True) -> None:
+    """Point this process' stage timers and open hook at ``rec`` (None: record nothing).
+
+    ``stages_outside_samples=False`` (the main process): stage timers count only inside
+    a timed sample, so per-stage counts are those of the samples ``stage="total"`` counts.
+    """
+    global _current, _stages_outside_samples
     _current = rec
+    _stages_outside_samples = stages_outside_samples
 
 
 def _forget_recorder_in_child() -> None:
@@ -101,7 +112,9 @@ class stage:
         with prepwatch.stage("decode"):
             image = decode(raw)
 
-    Works in workers and in the main process; a no-op when prepwatch is not active.
+    Counted in DataLoader workers (watched loaders); in the main process only inside a
+    timed sample, so stage counts never exceed ``stage="total"``. A no-op when prepwatch
+    is not active.
     """
 
     __slots__ = ("_name", "_t0")
@@ -116,7 +129,7 @@ class stage:
 
     def __exit__(self, *exc: object) -> None:
         rec = _current
-        if rec is not None:
+        if rec is not None and (_stages_outside_samples or getattr(_nested, "on", False)):
             try:
                 rec.fetch(self._name, time.perf_counter() - self._t0)
             except Exception:

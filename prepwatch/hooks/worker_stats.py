@@ -140,13 +140,11 @@ class WorkerStats:
         self._pending: deque[np.ndarray] = deque()  # tables whose owner was collected
         self.main_recorder = Recorder(main_rows[0])
         ctx.registry.register(self, "worker_stats")
-        errors = ctx.registry.get("prepwatch_internal_errors_total")
-        if errors is not None:
-            errors.labels("worker").set_function(self._worker_errors)  # type: ignore[attr-defined]
+        ctx.errors.count_from("worker", self._worker_errors)
 
     def activate(self) -> None:
         """Make this process' stage timers and IO hooks record into the main row."""
-        set_recorder(self.main_recorder)
+        set_recorder(self.main_recorder, stages_outside_samples=False)
 
     def attach(self, dataloader: Any, time_samples: bool = True) -> bool:
         """Install the worker hook on a DataLoader with workers. Idempotent.

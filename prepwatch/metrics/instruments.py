@@ -41,18 +41,6 @@ class Histogram:
         self.counts[bisect_left(self.upper, value)] += 1
         self.sum += value
 
-    def observe_many(self, value: float, n: int) -> None:
-        """Record ``n`` observations of ``value`` (e.g. a batch fetch split per sample)."""
-        self.counts[bisect_left(self.upper, value)] += n
-        self.sum += value * n
-
-    def merge_counts(self, counts: Sequence[float], total: float) -> None:
-        """Add raw (non-cumulative) bucket counts produced elsewhere with the same bounds."""
-        mine = self.counts
-        for i, c in enumerate(counts):
-            mine[i] += c
-        self.sum += total
-
 
 class Counter:
     __slots__ = ("value", "function")
@@ -98,7 +86,6 @@ class _Family:
         self.documentation = documentation
         self.labelnames = tuple(labelnames)
         self._children: dict[LabelValues, object] = {}
-        self.omit: Callable[[LabelValues], bool] | None = None
 
     def _new_child(self) -> object:  # pragma: no cover - abstract
         raise NotImplementedError

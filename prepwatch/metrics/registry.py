@@ -63,10 +63,6 @@ class Registry:
         with self._lock:
             self._collectors.append((component, collector))
 
-    def unregister(self, collector: Collector) -> None:
-        with self._lock:
-            self._collectors = [(c, x) for c, x in self._collectors if x is not collector]
-
     def get(self, name: str) -> _Family | None:
         return self._families.get(name)
 

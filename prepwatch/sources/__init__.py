@@ -22,6 +22,7 @@ from prepwatch.context import Context
 from prepwatch.internal_threads import mark_internal_thread, unmark_internal_thread
 from prepwatch.sources.gpu import GpuSampler
 from prepwatch.sources.host import HostSampler, ProcessSampler, ProcessTree
+from prepwatch.sources.rank_processes import RankIdentities, RankProcessSampler
 
 log = logging.getLogger("prepwatch")
 
@@ -30,6 +31,7 @@ __all__ = [
     "HostSampler",
     "ProcessSampler",
     "ProcessTree",
+    "RankProcessSampler",
     "SamplerLoop",
     "start_sources",
 ]
@@ -108,6 +110,7 @@ def start_sources(
     gpu: bool = True,
     host: bool = True,
     nvml_lib: Optional[Any] = None,
+    ranks: Optional[RankIdentities] = None,
 ) -> list[SamplerLoop]:
     """Start the GPU, process-tree and host samplers in one background thread.
 
@@ -118,6 +121,8 @@ def start_sources(
         interval: seconds between samples (1.0 by default upstream).
         gpu, host: switch a source family off.
         nvml_lib: NVML binding (default ``pynvml``); NVML starts lazily in the thread.
+        ranks: the node agent's registered ranks (``{pid: {"run", "rank"}}``): process
+            series are then kept per rank and carry its ``run`` and ``rank``.
 
     Returns a list with the one :class:`SamplerLoop`; ``close()`` stops it.
     """
@@ -127,14 +132,20 @@ def start_sources(
 
     sources: list[Any] = []
     tree = ProcessTree(pids)
+    per_rank = RankProcessSampler(ranks) if ranks is not None else None
     if host:
-        sources.append(ProcessSampler(ctx, tree))
+        if per_rank is not None:
+            ctx.registry.register(per_rank, "process")
+            sources.append(per_rank)
+        else:
+            sources.append(ProcessSampler(ctx, tree))
         sources.append(HostSampler(ctx))
     if gpu:
         nvml = Nvml(nvml_lib, on_error=ctx.errors.report)
         # Without the process sampler nothing refreshes the tree: GPU selection then
         # matches the main pids only.
-        job_pids = tree.job_pids if host else (lambda: {int(p) for p in pids()})
+        job_pids = (per_rank.job_pids if per_rank is not None else tree.job_pids) if host else (
+            lambda: {int(p) for p in pids()})
         sources.append(GpuSampler(ctx, job_pids=job_pids, nvml=nvml))
     ctx.errors.precreate(*(s.name for s in sources))
     loop = SamplerLoop(sources, interval, ctx.errors.report)

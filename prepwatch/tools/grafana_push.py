@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import socket
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional, Sequence, Union
@@ -143,8 +144,41 @@ class DashboardPusher:
         return [self.push(d, folder_uid) for d in dashboards]
 
 
+class GrafanaUnreachable(ConnectionError):
+    """Nothing answers at the Grafana URL; the message is one line, for a person."""
+
+
+def check_reachable(url: str, timeout: float) -> None:
+    """Open (and close) a TCP connection to the URL's host and port, before anything else.
+
+    A Grafana that is not there is the common first mistake: say so in one line and at
+    once, instead of after importing the HTTP client and with its retry report.
+    """
+    parts = urlsplit(url)
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    try:
+        socket.create_connection((parts.hostname or "", port), timeout=timeout).close()
+    except socket.gaierror as exc:
+        raise GrafanaUnreachable(f"cannot resolve host {parts.hostname!r} ({exc.strerror})") from None
+    except ConnectionRefusedError:
+        raise GrafanaUnreachable("connection refused") from None
+    except socket.timeout:
+        raise GrafanaUnreachable(f"no answer in {timeout:g} s") from None
+    except OSError as exc:
+        raise GrafanaUnreachable((exc.strerror or str(exc)).lower()) from None
+
+
+def connection_reason(exc: BaseException) -> str:
+    """The reason inside an HTTP client's connection error (its retry report), in a few words."""
+    found = re.findall(r"\[Errno -?\d+\] ([^'\")]+)", str(exc))
+    return found[-1].strip().lower() if found else str(exc).splitlines()[0]
+
+
 def connect(url: str, credential: Credential, timeout: float = 10.0) -> Any:
     """A ``GrafanaApi`` for ``url`` (grafana-client is imported only here)."""
+    if not re.match(r"^https?://", url):
+        raise ValueError(f"--grafana-url must start with http:// or https://, got {url!r}")
+    check_reachable(url, timeout)
     try:
         from grafana_client import GrafanaApi
     except ImportError:

@@ -89,6 +89,11 @@ def test_gpu_only_list_is_exactly_the_gpu_queries() -> None:
     )
 
 
+def test_every_dashboard_has_queries() -> None:
+    files = {p.name for p in (ROOT / "dashboards").glob("*.json")}
+    assert {key[0] for key, _ in queries() if key[2] != "var"} == files
+
+
 def test_every_dashboard_query_returns_data(healthy_stack: Stack, capsys) -> None:
     has_gpu = bool(healthy_stack.query("prepwatch_gpu_available == 1"))
     empty, nan_only, failed, idle = [], [], [], []

@@ -22,6 +22,11 @@ loader = prepwatch.start(port=0, sources=False).loader(dl) if wrap else dl
 try:
     for i, _ in enumerate(loader):
         if i == 3:
+            # a worker, not whatever else the process forked (pin-memory and resource
+            # sharing helpers are threads); on a busy machine wait for it to be listed
+            deadline = time.monotonic() + 30
+            while not psutil.Process().children() and time.monotonic() < deadline:
+                time.sleep(0.05)
             os.kill(psutil.Process().children()[0].pid, signal.SIGKILL)
         time.sleep(0.01)
     print("finished")

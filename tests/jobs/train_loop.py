@@ -23,6 +23,7 @@ p = argparse.ArgumentParser()
 p.add_argument("--seconds", type=float, default=30)
 p.add_argument("--marker", default="")
 p.add_argument("--workers", type=int, default=1)
+p.add_argument("--run", default=None, help="prepwatch.start(run=...); default: from the environment")
 args = p.parse_args()
 
 
@@ -36,7 +37,7 @@ signal.signal(signal.SIGTERM, on_term)
 if args.marker:
     Path(args.marker + ".env").write_text(os.environ.get("PREPWATCH_AGENT_DIR", ""))
 torch.set_num_threads(1)
-watch = prepwatch.start()
+watch = prepwatch.start(run=args.run)
 dl = DataLoader(TensorPairs(64, delay=0.001), batch_size=8, num_workers=args.workers,
                 persistent_workers=args.workers > 0)
 deadline = time.monotonic() + args.seconds

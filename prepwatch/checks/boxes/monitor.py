@@ -209,7 +209,7 @@ class BoxMonitor:
         if artifacts_dir is None:
             raise ValueError(
                 "overlay_every needs a directory to write to: start prepwatch with an "
-                "artifacts directory (prepwatch.start(artifacts_dir=...)) or leave overlays off"
+                "state directory (prepwatch.start(state_dir=...)) or leave overlays off"
             )
         if not pillow_available():
             self._available.set(0)

@@ -106,6 +106,10 @@ class DeviceCounts:
     # -- hot path -----------------------------------------------------------------------
     def add(self, predictions: torch.Tensor, targets: torch.Tensor) -> None:
         """Count one batch; device ops only, with shapes known in advance."""
+        if predictions.is_floating_point() and predictions.dim() >= 2 and \
+                predictions.shape[1] != self.num_classes:  # argmax could name a class >= C
+            raise ValueError(f"predictions have {predictions.shape[1]} classes (dimension 1), "
+                             f"not {self.num_classes}: batch not counted")
         p, t = to_indices(predictions, targets)
         if p.dim() != 1:
             p = p.reshape(-1)

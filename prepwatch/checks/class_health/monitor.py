@@ -102,6 +102,7 @@ class ClassHealth:
         eval_gap_seconds: float = 60.0,
     ) -> None:
         self._ctx = ctx
+        self._survive = ctx.errors.survive(COMPONENT)
         self._max_classes = _positive("max_classes", max_classes)
         self._worst_k = _positive("worst_k", worst_k, allow_zero=True)
         self._flush_steps = _positive("flush_every_steps", flush_every_steps)
@@ -338,17 +339,15 @@ class ClassHealth:
                 self._close_implicit()
             if counts is None:
                 counts = self._counts_for(split, "stream", predictions, targets)
-        try:
+        with self._survive:
             counts.add(predictions, targets)
-        except Exception as exc:
-            self._ctx.errors.report(COMPONENT, exc)
 
     def eval_predictions(self, predictions: Any, targets: Any, *, split: str = "eval") -> None:
         """Count a batch of clean evaluation data into the current evaluation pass."""
         counts = self._passes_counts.get(split)
         if counts is None:
             counts = self._counts_for(split, "pass", predictions, targets)
-        try:
+        with self._survive:
             now = time.monotonic()
             state = self._open.get(split)
             if state is None:
@@ -360,26 +359,20 @@ class ClassHealth:
                 self._implicit_open = True
             self._last_eval[split] = now
             counts.add(predictions, targets)
-        except Exception as exc:
-            self._ctx.errors.report(COMPONENT, exc)
 
     # -- evaluation passes --------------------------------------------------------------------
     def begin_eval(self, split: str = "eval") -> None:
         """Start an evaluation pass of ``split`` (closing one still open)."""
-        try:
+        with self._survive:
             if split in self._open:
                 self._close_pass(split)
             self._open[split] = "explicit"
-        except Exception as exc:
-            self._ctx.errors.report(COMPONENT, exc)
 
     def end_eval(self, split: str = "eval") -> None:
         """End the evaluation pass of ``split``: its recall becomes the exported one."""
-        try:
+        with self._survive:
             if split in self._open:
                 self._close_pass(split)
-        except Exception as exc:
-            self._ctx.errors.report(COMPONENT, exc)
 
     @contextmanager
     def evaluation(self, split: str = "eval") -> Iterator[ClassHealth]:
@@ -409,14 +402,17 @@ class ClassHealth:
     def report_augmentation(self, **params: float) -> None:
         """Export named augmentation settings, e.g. ``crop_scale_min=0.08, cutout_holes=2``.
 
-        Values are Python numbers (a tensor would need a device sync); call it when a
-        setting changes or once per epoch, not necessarily per step.
+        Values are Python numbers (a tensor would need a device sync; one is counted under
+        ``component="class_health"`` and skipped); call it when a setting changes or once per
+        epoch, not necessarily per step.
         """
         for name, value in params.items():
             if isinstance(value, torch.Tensor) or not isinstance(value, numbers.Real):
-                raise TypeError(
+                # A runtime value (it may be right next epoch): counted and skipped, not raised.
+                self._ctx.errors.report(COMPONENT, TypeError(
                     f"report_augmentation({name}=...) needs a Python number, got {type(value).__name__}; "
-                    "for a tensor pass float(value) when it changes")
+                    "for a tensor pass float(value) when it changes; not exported"))
+                continue
             child = self._aug_children.get(name)
             if child is None:
                 if len(self._aug_children) >= MAX_AUGMENTATION_PARAMS:
@@ -499,26 +495,31 @@ class ClassHealth:
     def flush(self, timeout: float = 30.0) -> bool:
         """Bring every count to the host now (waits for the device); passes stay open.
 
-        False when a fault stopped it (counted); ``timeout`` is unused: the copies are
-        the device's, waited for in order.
+        False when a fault stopped part of it (counted); ``timeout`` is unused: the copies
+        are the device's, waited for in order.
         """
-        try:
-            for counts in list(self._stream.values()) + list(self._passes_counts.values()):
+        done = True
+        for counts in list(self._stream.values()) + list(self._passes_counts.values()):
+            try:  # one failing split (a meta or lost device) must not keep the others' counts
                 counts.flush()
+            except Exception as exc:
+                self._ctx.errors.report(COMPONENT, exc)
+                done = False
+        try:
             with self._lock:
                 drain(self._pending, self._deliver_locked, wait=True)
-            return True
         except Exception as exc:
             self._ctx.errors.report(COMPONENT, exc)
             return False
+        return done
 
     def close(self) -> None:
         """Close open evaluation passes and flush everything. Safe to call twice."""
-        try:
-            for split in list(self._open):
+        for split in list(self._open):
+            try:
                 self._close_pass(split)
-        except Exception as exc:
-            self._ctx.errors.report(COMPONENT, exc)
+            except Exception as exc:
+                self._ctx.errors.report(COMPONENT, exc)
         self.flush()
 
     def recall(self, split: str) -> dict[str, float]:

@@ -28,17 +28,20 @@ class Declared:
     ``max_value`` is the scale ``mean``/``std`` are written in: 1.0 when they apply to
     [0, 1] tensors (torchvision ``ToTensor`` then ``Normalize``), 255.0 when they apply
     to 0-255 values (mmcv/detectron style). ``channel_order`` names the channels the
-    model was trained on, e.g. "RGB" or "BGR".
+    model was trained on, e.g. "RGB" or "BGR"; left out, it is "RGB" for 3 channels,
+    "L" for 1, else one digit per channel.
     """
 
     mean: tuple[float, ...]
     std: tuple[float, ...]
     max_value: float = 1.0
-    channel_order: str = "RGB"
+    channel_order: str = ""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "mean", tuple(float(v) for v in self.mean))
         object.__setattr__(self, "std", tuple(float(v) for v in self.std))
+        if not self.channel_order:
+            object.__setattr__(self, "channel_order", default_channel_order(len(self.mean)))
         if not self.mean or len(self.mean) != len(self.std):
             raise ValueError(
                 f"Declared(mean, std) need one value per channel each, got {self.mean} and "
@@ -104,4 +107,21 @@ class Declared:
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> Declared:
         return cls(tuple(d["mean"]), tuple(d["std"]), float(d.get("max_value", 1.0)),
-                   str(d.get("channel_order", "RGB")))
+                   str(d.get("channel_order") or ""))
+
+    def fit_error(self, channels: int, shape: tuple[int, ...], layout: str) -> str | None:
+        """Why this declaration cannot describe a batch with ``channels`` channels, or None.
+
+        Checked on the first recorded batch, so a wrong preset fails at once instead of
+        when the contract is saved at the end of the run.
+        """
+        if channels == len(self.mean):
+            return None
+        return (
+            f"watch.inputs(declared=...) declares {len(self.mean)} channels (mean={self.mean}) "
+            f"but the first recorded batch has {channels} (shape {shape}, {layout}): declare "
+            f"what the pipeline applies to {channels}-channel inputs, e.g. "
+            f"Declared.symmetric(channels={channels}) for Normalize(0.5, 0.5), "
+            f"Declared.unit(channels={channels}) for ToTensor() alone, or "
+            f"Declared(mean=[...], std=[...]) with {channels} values each"
+        )

@@ -247,8 +247,12 @@ class InputMonitor:
 
         Cheap on every call: one batch in ``sample_every`` is sliced and copied off
         the device for the capture thread; the others cost an integer increment.
-        Never raises: faults are counted in ``prepwatch_internal_errors_total``.
+        Raises only on the first call, when ``declared`` cannot fit the batch (a
+        set-up error); after that it never raises: faults are counted in
+        ``prepwatch_internal_errors_total``.
         """
+        if self._seen == 0:
+            self._check_declared_fits(x)
         self._seen += 1
         if (self._seen - 1) % self._sample_every:
             return
@@ -256,6 +260,17 @@ class InputMonitor:
             self._recorder.submit(x)
         except Exception as exc:
             self.ctx.errors.report(COMPONENT, exc)
+
+    def _check_declared_fits(self, x: Any) -> None:
+        if self.declared is None or not torch.is_tensor(x) or x.dim() not in (3, 4):
+            return  # nothing declared, or not an image batch: submit() counts that
+        layout = self._recorder.layout or infer_layout(x)
+        if layout is None:
+            return
+        channels = int(x.shape[-1] if layout == "NHWC" else x.shape[-3])
+        problem = self.declared.fit_error(channels, tuple(x.shape), layout)
+        if problem:
+            raise ValueError(problem)
 
     def _on_recorded(self, stats: ImageStats) -> None:
         names = self._names(stats.channels)

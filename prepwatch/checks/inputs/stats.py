@@ -58,11 +58,6 @@ class ImageStats:
         """Channel mean over the batch (every image has the same pixel count)."""
         return self.mean.mean(axis=0)
 
-    def pooled_std(self) -> np.ndarray:
-        """Channel std over all pixels of the batch, within and between images."""
-        second = (self.std**2 + self.mean**2).mean(axis=0)
-        return np.sqrt(np.maximum(second - self.pooled_mean() ** 2, 0.0))
-
     def global_mean(self) -> np.ndarray:
         """Per-image mean over all channels, ``(N,)``."""
         return self.mean.mean(axis=1)

@@ -1,7 +1,7 @@
 """Planted label bugs are caught; their correct counterparts pass with no false alarm.
 
 Plain-torch transforms only (no torchvision): the probe's core must work for any joint
-transform. torchvision's v2 transforms are covered in test_alignment_torchvision.py.
+transform. torchvision's v2 transforms are covered in test_boxes_alignment_torchvision.py.
 """
 
 from __future__ import annotations

@@ -1,0 +1,238 @@
+"""A buggy or hostile rank costs only its own series (issue 12, item 3), and a rank that
+hangs or loses its socket is reported down, by name (item 6)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+from helpers import parse, scrape, value, wait_for
+
+from prepwatch.agent.agent import Agent
+from prepwatch.agent.snapshot_validation import MAX_SERIES
+from prepwatch.context import Context
+from prepwatch.exporter.rank_link import RankLink
+from prepwatch.identity import Identity
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+class FakeRank:
+    """A real Unix socket in ranks/ that answers every connection with ``payload``,
+    optionally one byte every ``dribble`` seconds."""
+
+    def __init__(self, ranks: Path, name: str, payload: bytes, dribble: float = 0.0,
+                 identity: dict | None = None) -> None:
+        self.path = ranks / f"{name}.sock"
+        if identity is not None:
+            (ranks / f"{name}.json").write_text(json.dumps(identity))
+        self.sock = socket.socket(socket.AF_UNIX)
+        self.sock.bind(str(self.path))
+        self.sock.listen(16)
+        self.payload, self.dribble = payload, dribble
+        self.stop = threading.Event()
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        while not self.stop.is_set():
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._answer, args=(conn,), daemon=True).start()
+
+    def _answer(self, conn: socket.socket) -> None:
+        with conn:
+            try:
+                if not self.dribble:
+                    conn.sendall(self.payload)
+                    return
+                for b in self.payload:
+                    if self.stop.wait(self.dribble):
+                        return
+                    conn.send(bytes([b]))
+            except OSError:
+                pass
+
+    def close(self) -> None:
+        self.stop.set()
+        self.sock.close()
+
+
+def snap(identity=None, families=None) -> bytes:
+    identity = {"run": "bad", "rank": 0} if identity is None else identity
+    families = [["prepwatch_steps", "counter", "Steps.", "", [["prepwatch_steps_total", {}, 5]]]] \
+        if families is None else families
+    return json.dumps({"v": 1, "identity": identity, "families": families}).encode()
+
+
+def fam(name="prepwatch_thing", labels=None, value=1, doc="Thing.", sname=None, mtype="gauge"):
+    return [[name, mtype, doc, "", [[sname or name, labels or {}, value]]]]
+
+
+BAD = {
+    "identity_not_a_dict": snap(identity="rank0"),
+    "identity_without_run": snap(identity={"rank": 0}),
+    "labels_not_a_dict": snap(families=fam(labels=["a", "b"])),
+    "label_value_int": snap(families=fam(labels={"split": 5})),
+    "label_value_null": snap(families=fam(labels={"split": None})),
+    "help_not_a_string": snap(families=fam(doc=5)),
+    "label_name_injection": snap(families=fam(labels={'a="x"} 1\nprepwatch_forged{b': "y"})),
+    "metric_name_newline": snap(families=fam(name="prepwatch_x\nprepwatch_forged", sname="prepwatch_x")),
+    "label_run_overrides_identity": snap(families=fam(labels={"run": "someone_else"})),
+    "agent_family": snap(families=fam(name="prepwatch_agent_ranks")),
+    "sample_of_another_family": snap(families=fam(sname="prepwatch_forged")),
+    "value_string": snap(families=fam(value="1")),
+    "not_json": b"{\"v\": 1, \"identity\"",
+    "too_many_series": snap(families=[["prepwatch_many", "gauge", "M.", "", [
+        ["prepwatch_many", {"i": str(i)}, 1] for i in range(MAX_SERIES + 1)]]]),
+}
+
+
+@pytest.fixture
+def agent_with_good_rank(tmp_path):
+    agent = Agent(tmp_path / "state", port=0, sources=False)
+    ctx = Context.create(Identity(run="good"))
+    ctx.registry.counter("prepwatch_steps_total", "Steps.").labels().inc(7)
+    link = RankLink(agent.state_dir, ctx.registry, {"run": "good", "rank": 0}, lambda c, e: None)
+    yield agent
+    link.close()
+    agent.close()
+
+
+@pytest.mark.parametrize("case", sorted(BAD))
+def test_a_bad_snapshot_drops_only_that_rank(agent_with_good_rank, case):
+    agent = agent_with_good_rank
+    bad = FakeRank(agent.state_dir / "ranks", "4000001", BAD[case], identity={"run": "bad", "rank": 0})
+    try:
+        with urllib.request.urlopen(agent.url, timeout=30) as resp:
+            assert resp.status == 200
+            body = resp.read().decode()
+        s = parse(body)  # the whole exposition still parses
+        assert value(s, "prepwatch_steps_total", run="good", rank="0") == 7
+        assert "forged" not in body and "someone_else" not in body
+        assert value(s, "prepwatch_steps_total", run="bad") is None
+        assert value(s, "prepwatch_thing") is None
+        types = [line.split()[2] for line in body.splitlines() if line.startswith("# TYPE ")]
+        assert len(types) == len(set(types))
+        assert value(s, "prepwatch_rank_up", run="bad", rank="0") == 0
+        assert value(s, "prepwatch_internal_errors_total", component="aggregator") == 1
+        assert sum(v for (n, lab), v in s.items() if n == "prepwatch_agent_rank_drops_total") == 1
+    finally:
+        bad.close()
+
+
+def test_an_oversized_snapshot_is_cut_off(agent_with_good_rank):
+    agent = agent_with_good_rank
+    bad = FakeRank(agent.state_dir / "ranks", "4000002", b" " * (33 << 20))
+    try:
+        s = scrape(agent.url, timeout=30)
+        assert value(s, "prepwatch_steps_total", run="good") == 7
+        assert value(s, "prepwatch_agent_rank_drops_total", reason="too_large") == 1
+    finally:
+        bad.close()
+
+
+def test_a_rank_that_dribbles_cannot_hold_the_scrape(agent_with_good_rank):
+    agent = agent_with_good_rank
+    slow = FakeRank(agent.state_dir / "ranks", "4000003", snap(), dribble=0.5,
+                    identity={"run": "slow", "rank": 3})
+    try:
+        t0 = time.monotonic()
+        s = scrape(agent.url, timeout=20)
+        assert time.monotonic() - t0 < 10  # one 2 s deadline per rank, not per read
+        assert value(s, "prepwatch_steps_total", run="good") == 7
+        assert value(s, "prepwatch_rank_up", run="slow", rank="3", reason="timeout") == 0
+        assert value(s, "prepwatch_agent_rank_drops_total", reason="timeout") == 1
+    finally:
+        slow.close()
+
+
+RANK = textwrap.dedent("""
+    import time, prepwatch
+    w = prepwatch.start(run="hung")
+    print("ready", flush=True)
+    while True:
+        time.sleep(0.05)
+""")
+
+
+def _rank(state: Path) -> subprocess.Popen:
+    env = dict(os.environ, PYTHONPATH=str(ROOT), PREPWATCH_AGENT_DIR=str(state))
+    proc = subprocess.Popen([sys.executable, "-c", RANK], env=env, stdout=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().strip() == "ready"
+    return proc
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    proc.kill()
+    proc.wait()
+    proc.stdout.close()
+
+
+def test_a_stopped_rank_is_reported_down_by_name_and_comes_back(tmp_path):
+    agent = Agent(tmp_path / "state", port=0, sources=False)
+    proc = _rank(agent.state_dir)
+    try:
+        wait_for(lambda: value(scrape(agent.url), "prepwatch_rank_up", run="hung") == 1)
+        proc.send_signal(signal.SIGSTOP)  # hung: alive, its socket accepts, nothing answers
+        s = scrape(agent.url, timeout=20)
+        assert value(s, "prepwatch_rank_up", run="hung", rank="0", reason="timeout") == 0
+        proc.send_signal(signal.SIGCONT)
+        wait_for(lambda: value(scrape(agent.url), "prepwatch_rank_up", run="hung", reason="") == 1)
+    finally:
+        _stop(proc)
+        agent.close()
+
+
+def test_a_rank_whose_socket_was_deleted_is_reported_down(tmp_path):
+    agent = Agent(tmp_path / "state", port=0, sources=False)
+    proc = _rank(agent.state_dir)
+    try:
+        wait_for(lambda: value(scrape(agent.url), "prepwatch_rank_up", run="hung") == 1)
+        for f in (agent.state_dir / "ranks").iterdir():
+            f.unlink()  # a cleaner, or `rm -rf` of the state directory's contents
+        s = scrape(agent.url)
+        assert value(s, "prepwatch_rank_up", run="hung", rank="0", reason="socket_gone") == 0
+    finally:
+        _stop(proc)
+        agent.close()
+
+
+def test_a_rank_that_died_before_the_agent_was_restarted_is_reported_lost(tmp_path):
+    state = tmp_path / "state"
+    first = Agent(state, port=0, sources=False)
+    proc = _rank(first.state_dir)
+    wait_for(lambda: value(scrape(first.url), "prepwatch_rank_up", run="hung") == 1)
+    _stop(proc)  # SIGKILL: no goodbye
+    first.close()  # the agent is stopped (SIGTERM) before it scraped the dead rank
+    second = Agent(state, port=0, sources=False)
+    try:
+        s = scrape(second.url)
+        assert value(s, "prepwatch_rank_up", run="hung", rank="0", reason="exited") == 0
+    finally:
+        second.close()
+
+
+def test_a_rank_that_unregistered_and_is_still_exiting_is_not_reported_lost(tmp_path):
+    agent = Agent(tmp_path / "state", port=0, sources=False)
+    link = RankLink(agent.state_dir, Context.create(Identity(run="bye")).registry,
+                    {"run": "bye", "rank": 0}, lambda c, e: None)
+    try:
+        wait_for(lambda: value(scrape(agent.url), "prepwatch_rank_up", run="bye") == 1)
+        link.close()  # a clean stop; this process (its pid) lives on, as an exiting job does
+        s = scrape(agent.url)
+        assert value(s, "prepwatch_rank_up", run="bye") is None
+        assert not list((agent.state_dir / "ranks").glob("*.sock"))
+    finally:
+        agent.close()
