@@ -18,7 +18,7 @@ sys.path.insert(0, str(ROOT.parent))
 
 MODULES = (
     "bench_loader", "bench_agent", "bench_sources", "bench_class_health", "bench_normalization",
-    "bench_boxes", "bench_scrape", "bench_scrape_load",
+    "bench_boxes", "bench_scrape", "bench_scrape_load", "bench_ddp", "bench_series",
 )
 
 

@@ -29,6 +29,7 @@ if TYPE_CHECKING:  # components import torch; they load on first use, not with t
     from prepwatch.checks.clips import ClipMonitor
     from prepwatch.checks.common.component import Component
     from prepwatch.checks.inputs import InputMonitor
+    from prepwatch.hooks.collective import CollectiveTimer
 
 T = TypeVar("T")
 C = TypeVar("C", bound="Component")
@@ -95,6 +96,19 @@ class Watch:
             iterable, self.loop, self.worker_stats, self.ctx.errors, batch_size=batch_size,
             dataloader=dataloader, worker_timing=worker_timing,
         )
+
+    def ddp(self, model: Any, *, hook: Any = None, state: Any = None) -> CollectiveTimer:
+        """Time the gradient all-reduce of a ``DistributedDataParallel`` model, per rank.
+
+        Registers a DDP communication hook (call before the first backward) that exports
+        ``prepwatch_collective_wait_seconds``: how long each backward stayed blocked in the
+        all-reduce after its own compute ended. Gradients are unchanged; nothing waits on
+        the device. Already using a comm hook? Pass it as ``hook=``/``state=`` (DDP takes
+        one): it still reduces, and is timed. See docs/distributed.md.
+        """
+        from prepwatch.hooks.collective import install
+
+        return install(self.ctx, model, hook=hook, state=state)
 
     # -- capability components -------------------------------------------------------
     def _component(self, key: str, factory: Callable[[], C], options: dict[str, Any]) -> C:

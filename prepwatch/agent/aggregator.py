@@ -14,6 +14,7 @@ from typing import Any, Callable, Iterator, Optional
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from prepwatch.agent import snapshot_validation
+from prepwatch.agent.merge import collapse_class_series
 from prepwatch.agent.rank_reader import RankDropped, read_rank
 from prepwatch.exporter import snapshot
 
@@ -167,7 +168,7 @@ class RankAggregator:
         for (run, rank), why in sorted(down.items()):
             if (run, rank) not in live:
                 up.add_metric([run, rank, why], 0.0)
-        yield from snapshot.merge(sources)
+        yield from snapshot.merge(collapse_class_series(sources))  # class series per node
         yield up
         drops = CounterMetricFamily(
             "prepwatch_agent_rank_drops",

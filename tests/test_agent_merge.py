@@ -1,0 +1,95 @@
+"""The agent merges class series across the ranks it serves (prepwatch/agent/merge.py)."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+from helpers import parse, value
+
+from prepwatch.agent.merge import collapse_class_series
+from prepwatch.context import Context
+from prepwatch.exporter import snapshot
+from prepwatch.exporter.text import encode_text
+from prepwatch.identity import Identity
+
+torch = pytest.importorskip("torch")
+
+
+class _Merged:
+    def __init__(self, sources):
+        self._sources = sources
+
+    def collect(self):
+        return snapshot.merge(self._sources)
+
+
+def _rank(rank: int, seed: int):
+    from prepwatch.checks.class_health import ClassHealth
+
+    ctx = Context.create(Identity(run="job", rank=rank))
+    health = ClassHealth(ctx, num_classes=5)
+    g = torch.Generator().manual_seed(seed)
+    for _ in range(4):
+        health.train_predictions(torch.randn(32, 5, generator=g), torch.randint(0, 5, (32,), generator=g))
+    with health.evaluation("eval"):
+        health.eval_predictions(torch.randn(40, 5, generator=g), torch.randint(0, 5, (40,), generator=g))
+    assert health.flush(30)
+    # the wire format the agent receives from a rank
+    identity, metrics = snapshot.decode(snapshot.encode(ctx.registry, {"run": "job", "rank": rank,
+                                                                       "pid": os.getpid()}))
+    health.close()
+    return {"run": "job", "rank": str(rank)}, metrics
+
+
+def test_class_series_are_merged_across_ranks_with_the_rules_reductions():
+    sources = [_rank(r, seed=r) for r in range(3)]
+    per_rank = parse(encode_text(_Merged(sources)).decode())
+    merged = parse(encode_text(_Merged(collapse_class_series(sources))).decode())
+
+    def names(samples, name):
+        return [dict(lab) for (n, lab) in samples if n == name]
+
+    for name in ("prepwatch_class_samples_total", "prepwatch_class_recall_ratio"):
+        assert len(names(per_rank, name)) == 3 * len(names(merged, name)) > 0
+        assert all("rank" not in lab and lab["run"] == "job" for lab in names(merged, name))
+    for split in ("train", "eval"):
+        for c in ("0", "3"):
+            before = [value(per_rank, "prepwatch_class_samples_total", split=split, rank=str(r),
+                            **{"class": c}) for r in range(3)]
+            assert value(merged, "prepwatch_class_samples_total", split=split, **{"class": c}) == sum(before)
+            recalls = [value(per_rank, "prepwatch_class_recall_ratio", split=split, rank=str(r),
+                             **{"class": c}) for r in range(3)]
+            got = value(merged, "prepwatch_class_recall_ratio", split=split, **{"class": c})
+            assert got == pytest.approx(sum(recalls) / 3)
+    # every class-health family loses rank together: the class rules join recall and accuracy
+    # with prepwatch_eval_rounds_total on (job, instance, run, rank, split)
+    for name in ("prepwatch_accuracy_ratio", "prepwatch_eval_rounds_total", "prepwatch_classes"):
+        assert names(merged, name) and all("rank" not in lab for lab in names(merged, name)), name
+    accuracy = [value(per_rank, "prepwatch_accuracy_ratio", split="eval", rank=str(r)) for r in range(3)]
+    assert value(merged, "prepwatch_accuracy_ratio", split="eval") == pytest.approx(sum(accuracy) / 3)
+    assert value(merged, "prepwatch_eval_rounds_total", split="eval") == 1  # max, not 3
+    # the loop's families stay per rank
+    assert {lab.get("rank") for lab in names(merged, "prepwatch_internal_errors_total")} == {"0", "1", "2"}
+    # one HELP/TYPE per family in the merged exposition
+    body = encode_text(_Merged(collapse_class_series(sources))).decode()
+    types = [line.split()[2] for line in body.splitlines() if line.startswith("# TYPE ")]
+    assert len(types) == len(set(types))
+
+
+def test_without_class_series_nothing_changes():
+    sources = [({"run": "a", "rank": "0"}, [])]
+    assert collapse_class_series(sources) == sources
+
+
+def test_one_rank_keeps_its_values_and_loses_only_the_rank_label():
+    sources = [_rank(0, seed=0)]
+    per_rank = parse(encode_text(_Merged(sources)).decode())
+    merged = parse(encode_text(_Merged(collapse_class_series(sources))).decode())
+    def health(name: str) -> bool:
+        return name.startswith(("prepwatch_class", "prepwatch_accuracy", "prepwatch_eval"))
+
+    strip = {(n, tuple((k, v) for k, v in lab if k != "rank")): v for (n, lab), v in per_rank.items()
+             if health(n)}
+    got = {k: v for k, v in merged.items() if health(k[0])}
+    assert got == strip and got
