@@ -157,6 +157,19 @@ def heatmap(title: str, unit: str, description: str, targets: Sequence[Json], **
     return Panel("heatmap", title, unit, description, targets, options=options, **kw)
 
 
+def rank_heatmap(title: str, unit: str, description: str, targets: Sequence[Json],
+                 **kw: Any) -> Panel:
+    """Ranks as rows, time as columns, the value as colour: readable at hundreds of ranks."""
+    options = {
+        "calculate": False, "yAxis": {"axisPlacement": "left", "unit": "none"}, "cellGap": 0,
+        "color": {"mode": "scheme", "scheme": "Oranges", "fill": "dark-orange",
+                  "scale": "linear", "steps": 64, "min": 0, "max": 1},
+        "rowsFrame": {"layout": "unknown"}, "tooltip": {"show": True, "yHistogram": False},
+        "legend": {"show": True}, "cellValues": {"unit": unit},
+    }
+    return Panel("heatmap", title, unit, description, targets, options=options, **kw)
+
+
 @dataclass
 class Row:
     title: str

@@ -13,6 +13,7 @@ from .grafana import (
     heatmap,
     q,
     query_var,
+    rank_heatmap,
     runbook,
     stat,
     thresholds,
@@ -141,6 +142,28 @@ ROWS = [
             [q("sum by (run, rank) (rate(prepwatch_steps_total{SEL}[$__rate_interval]))",
                "{{run}}/{{rank}}")],
             w=12,
+        ),
+    ]),
+    Row("Ranks (synchronous data-parallel: who makes the others wait)", [
+        rank_heatmap(
+            "Data-wait share by rank", "percentunit",
+            ("Share of each rank's step spent waiting for its next batch (5 m), one row per rank. In a "
+             "synchronous job every rank's step is the slowest rank's, so the input straggler is the one "
+             "bright row; see PrepwatchInputStragglerRank."),
+            [q(('run_rank:prepwatch_data_wait_seconds:per_step_rate5m{SEL}\n'
+                '  / run_rank:prepwatch_step_duration_seconds:mean_rate5m{SEL}'), "{{rank}}")],
+            w=12, h=9,
+            links=[runbook("distributed", "PrepwatchInputStragglerRank")],
+        ),
+        rank_heatmap(
+            "Collective-wait share by rank", "percentunit",
+            ("Share of each rank's step spent waiting in gradient all-reduces (watch.ddp(model)), one row "
+             "per rank. The compute straggler is the dark row among bright ones: it waits least because the "
+             "others wait for it; see PrepwatchComputeStragglerRank."),
+            [q(('run_rank:prepwatch_collective_wait_seconds:per_step_rate5m{SEL}\n'
+                '  / run_rank:prepwatch_step_duration_seconds:mean_rate5m{SEL}'), "{{rank}}")],
+            w=12, h=9,
+            links=[runbook("distributed", "PrepwatchComputeStragglerRank")],
         ),
     ]),
     Row("DataLoader workers", [
