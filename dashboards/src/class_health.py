@@ -213,6 +213,9 @@ DASHBOARD = Dashboard(
     metric="prepwatch_class_samples_total",
     rows=ROWS,
     instance=False,
+    # the node agent sums class series over a node's ranks (docs/distributed.md): one set per
+    # run and node, so there is no rank to pick
+    rank=False,
     extra_variables=[query_var("eval_split", "Evaluation split",
                                'label_values(prepwatch_eval_rounds_total{run=~"$run"}, split)')],
     runbook_page=RUNBOOK,

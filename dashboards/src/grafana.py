@@ -193,7 +193,8 @@ def query_var(name: str, label: str, query: str, *, all_values: bool = True, sor
     return var
 
 
-def variables(metric: str, *, instance: bool = True, extra: Sequence[Json] = ()) -> list[Json]:
+def variables(metric: str, *, instance: bool = True, rank: bool = True,
+              extra: Sequence[Json] = ()) -> list[Json]:
     """$datasource, then $run, $instance and $rank chained from ``metric``, then ``extra``."""
     chain = 'run=~"$run", instance=~"$instance"' if instance else 'run=~"$run"'
     out = [
@@ -205,7 +206,8 @@ def variables(metric: str, *, instance: bool = True, extra: Sequence[Json] = ())
     if instance:
         out.append(query_var("instance", "Node (endpoint)",
                              f'label_values({metric}{{run=~"$run"}}, instance)'))
-    out.append(query_var("rank", "Rank", f"label_values({metric}{{{chain}}}, rank)", sort=3))
+    if rank:
+        out.append(query_var("rank", "Rank", f"label_values({metric}{{{chain}}}, rank)", sort=3))
     return out + list(extra)
 
 
@@ -243,6 +245,7 @@ class Dashboard:
     runbook_page: str
     runbook_title: str
     instance: bool = True  # a $instance variable (node) and filter
+    rank: bool = True  # a $rank variable and filter (off where the series are per run, not rank)
     extra_variables: Sequence[Json] = ()
     links: Sequence[Json] = ()  # after the runbook and the prepwatch dropdown
 
@@ -253,7 +256,7 @@ class Dashboard:
     @property
     def selector(self) -> str:
         """What ``SEL`` in a query becomes: a filter on every identity variable."""
-        sel = 'run=~"$run", rank=~"$rank"'
+        sel = 'run=~"$run"' + (', rank=~"$rank"' if self.rank else "")
         return sel + ', instance=~"$instance"' if self.instance else sel
 
     def render(self) -> Json:
@@ -277,7 +280,7 @@ class Dashboard:
                 "enable": True, "hide": True, "iconColor": "rgba(0, 211, 255, 1)",
                 "name": "Annotations & Alerts", "type": "dashboard"}]},
             "links": links,
-            "templating": {"list": variables(self.metric, instance=self.instance,
+            "templating": {"list": variables(self.metric, instance=self.instance, rank=self.rank,
                                              extra=self.extra_variables)},
             "panels": layout(self.rows, self.selector),
         }

@@ -119,6 +119,11 @@ def test_the_right_alert_on_the_right_rank_for_the_four_cases(tmp_path, capsys):
                    for m in _query(url, f"run_rank:prepwatch_{name}_seconds:per_step_rate5m")}
             for name in ("data_wait", "collective_wait", "own_compute")
         }
+        # the dashboard queries that need DDP ranks draw one row per rank of these jobs
+        from test_dashboard_queries import DDP_ONLY, queries, substitute
+
+        ddp_rows = {key: {m["metric"].get("rank") for m in _query(url, substitute(expr))}
+                    for key, expr in queries() if key in DDP_ONLY}
     finally:
         for proc in reversed(procs):
             proc.stop(signal.SIGTERM)
@@ -127,6 +132,7 @@ def test_the_right_alert_on_the_right_rank_for_the_four_cases(tmp_path, capsys):
         print(f"\n[e2e distributed] every expected alert firing {fired_after:.0f} s after "
               f"Prometheus started; seconds per step {per_step}")
     assert EXPECTED <= firing
+    assert ddp_rows and all(rows >= {"0", "1", "2"} for rows in ddp_rows.values()), ddp_rows
     assert not {f for f in firing if f[0] == "healthy"}, firing  # nothing at all on healthy
     wrong_rank = {f for f in firing if f[1] in RANK_ALERTS} - EXPECTED
     assert not wrong_rank, f"rank comparison alerts on the wrong rank or case: {wrong_rank}"
