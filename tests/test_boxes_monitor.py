@@ -191,7 +191,7 @@ def test_without_pillow_overlays_switch_off_with_one_line(tmp_path, monkeypatch,
 
 def test_setup_errors_name_the_fix() -> None:
     c = ctx()
-    with pytest.raises(ValueError, match="artifacts directory"):
+    with pytest.raises(ValueError, match="state directory"):
         BoxMonitor(c, None, overlay_every=10)
     with pytest.raises(ValueError, match="probe_every"):
         BoxMonitor(c, probe_every=0)
