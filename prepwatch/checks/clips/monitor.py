@@ -17,8 +17,9 @@ Measuring runs off the step path: a sampled ``observe`` copies its clips to host
 and hands them to a background thread (one, bounded: when it is still busy the clips are
 dropped, never queued without bound); a probe runs the transform in the loop (its own
 random numbers are drawn there) and hands the pair over the same way. The thread
-measures with BLAS limited to one thread where ``threadpoolctl`` is installed, so a
-measurement does not fan out over the cores the job is using. Measured cost per clip and
+measures with one torch intra-op thread (a per-thread setting: the loop keeps its own)
+and BLAS limited to one thread where ``threadpoolctl`` is installed, so a measurement
+does not fan out over the cores the job is using. Measured cost per clip and
 on the loop: ``bench/bench_clips.py`` (docs/clips.md). Observed clips and probes each
 take at most ``budget`` (default 1%) of wall time, measured on the thread, whatever the
 cadence asks for. ``check()`` and ``probe()`` measure at once (synchronous), for tests
@@ -147,6 +148,7 @@ class ClipMonitor:
         self._next_check_time = 0.0
         self._bind_metrics()
         self._pending = 0  # handed to the thread, not measured yet (one writer each way)
+        self._thread_limited = False
         self._worker: BackgroundWorker[tuple[list[tuple[Any, Any]], str, bool]] = BackgroundWorker(
             "prepwatch-clips", self._measure, capacity=1,
             on_error=lambda exc: ctx.errors.report(COMPONENT, exc),
@@ -207,6 +209,13 @@ class ClipMonitor:
     def _measure(self, item: tuple[list[tuple[Any, Any]], str, bool]) -> None:
         """On the background thread: measure, record, and space the next measurement."""
         pairs, source, stationary = item
+        if not self._thread_limited:
+            # Per OS thread (OpenMP's thread count is a per-thread setting): the loop keeps
+            # its threads. On a busy 2-core host torch's two intra-op threads made a
+            # measurement 10x slower (4 s instead of 0.3 s a clip): each parallel region
+            # waited for a descheduled helper.
+            torch.set_num_threads(1)
+            self._thread_limited = True
         start = time.perf_counter()
         try:
             with _one_blas_thread():
