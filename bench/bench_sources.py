@@ -214,11 +214,31 @@ def bench_io(rounds: int = 21, per_round: int = 2000) -> dict[str, float]:
                     hooked(path, "rb").close()
                 return (cpu() - t0) / per_round
 
-        results: dict[str, list[float]] = {"bare": [], "timed": [], "hooked": []}
-        for _ in range(rounds):  # alternate, so load drift hits all three alike
+        def bare_read_round() -> float:
+            t0 = cpu()
+            for _ in range(per_round):
+                with bare(path, "rb") as f:
+                    f.read()
+            return (cpu() - t0) / per_round
+
+        def hooked_read_round() -> float:  # a whole small-file sample: open, read, close
+            with pw_io.instrument_open():
+                hooked = builtins.open
+                t0 = cpu()
+                for _ in range(per_round):
+                    with hooked(path, "rb") as f:
+                        f.read()
+                return (cpu() - t0) / per_round
+
+        results: dict[str, list[float]] = {
+            "bare": [], "timed": [], "hooked": [], "bare_read": [], "hooked_read": [],
+        }
+        for _ in range(rounds):  # alternate, so load drift hits all alike
             results["bare"].append(bare_round())
             results["timed"].append(timed_round())
             results["hooked"].append(hooked_round())
+            results["bare_read"].append(bare_read_round())
+            results["hooked_read"].append(hooked_read_round())
         med = {k: statistics.median(v) for k, v in results.items()}
 
         # The instrumentation alone: the real open swapped for one that returns at once.
@@ -280,6 +300,9 @@ def bench_io(rounds: int = 21, per_round: int = 2000) -> dict[str, float]:
         "hooked_overhead_isolated_us": (iso["hooked"] - iso["bare"]) * 1e6,
         "hook_inactive_overhead_us": inactive_overhead * 1e6,
         "recorder_file_open_us": recorder_cost * 1e6,
+        "bare_read_us": med["bare_read"] * 1e6,
+        "hooked_read_us": med["hooked_read"] * 1e6,
+        "hooked_read_overhead_us": (med["hooked_read"] - med["bare_read"]) * 1e6,
     }
 
 
@@ -289,6 +312,9 @@ def run() -> dict:
 
 
 def main() -> None:
+    if "--io" in sys.argv[1:]:  # only the per-open figures
+        print_io(bench_io())
+        return
     r = run()
     s, io_ = r["sampling"], r["io"]
     st = s["stall"]
@@ -302,6 +328,10 @@ def main() -> None:
     print(f"loop gaps on the main thread (p99.9 / max): alone {st['alone_p999_us']:.0f} / "
           f"{st['alone_max_us']:.0f} us; with sampling at 20 Hz {st['sampling_p999_us']:.0f} / "
           f"{st['sampling_max_us']:.0f} us ({int(st['sampling_ticks'])} ticks)")
+    print_io(io_)
+
+
+def print_io(io_: dict[str, float]) -> None:
     print("file open, per open (median of alternating rounds)")
     print(f"  bare open+close   {io_['bare_open_us']:6.2f} us")
     print(f"  timed_open        {io_['timed_open_us']:6.2f} us  (+{io_['timed_overhead_us']:.2f})")
@@ -310,6 +340,9 @@ def main() -> None:
           f"hook +{io_['hooked_overhead_isolated_us']:.2f} us (budget 2 us); "
           f"hook with prepwatch inactive +{io_['hook_inactive_overhead_us']:.2f} us")
     print(f"  of which Recorder.file_open (shared-memory row): {io_['recorder_file_open_us']:.2f} us")
+    print(f"  open+read 4 KiB+close: bare {io_['bare_read_us']:.2f} us, hooked "
+          f"{io_['hooked_read_us']:.2f} us (+{io_['hooked_read_overhead_us']:.2f}; per-file "
+          "read time and bytes recorded at close)")
 
 
 if __name__ == "__main__":

@@ -36,6 +36,7 @@ ALERT_INPUTS = (
     "prepwatch_class_recall_ratio", "prepwatch_class_recall_previous_ratio",
     "prepwatch_accuracy_ratio", "prepwatch_accuracy_previous_ratio",
     "prepwatch_eval_rounds_total", "prepwatch_class_samples_total", "prepwatch_class_rare",
+    "prepwatch_class_recent_samples", "prepwatch_class_recent_correct", "prepwatch_eval_recent_passes",
 )
 
 
@@ -144,7 +145,17 @@ def test_overaug_demo_reproduces_and_the_alert_fires(tmp_path):
     promtool = shutil.which("promtool")
     if promtool is None:
         pytest.skip("promtool not installed")
-    drop = max(e.rare_recall for e in evals) - max(e.rare_recall for e in evals[-2:])
+    def pooled(samples: dict) -> float | None:
+        if (pick(samples, "prepwatch_eval_recent_passes", split="eval") or 0) < 2:
+            return None
+        n = pick(samples, "prepwatch_class_recent_samples", split="eval", **{"class": RARE})
+        k = pick(samples, "prepwatch_class_recent_correct", split="eval", **{"class": RARE})
+        return k / n if n else None
+
+    pools = [p for p in map(pooled, scrapes) if p is not None]
+    drop = max(pools) - pools[-1]
+    # a scrape a minute after the last pass shows the same numbers (for: 1m)
+    scrapes.append(scrapes[-1])
     path = promtool_test(scrapes, evals.index(peak), len(scrapes) - 1, drop, tmp_path)
     res = subprocess.run([promtool, "test", "rules", path], capture_output=True, text=True, timeout=60)
     assert res.returncode == 0, res.stdout + res.stderr

@@ -58,8 +58,11 @@ def test_observe_counts_consistent_and_inconsistent_batches() -> None:
     good = torch.stack([clip_jitter(0.3, 0.3)(x) for x in raw])
     bad = torch.stack([clip_jitter(0.3, 0.3, per_frame=True)(x) for x in raw])
     monitor.observe(raw, good)   # (N, T, C, H, W): 2 of 3 clips measured
+    assert monitor.flush()       # measured on the background thread
     monitor.observe(raw, bad)
+    assert monitor.flush()
     monitor.observe(raw[0], raw[0])  # one (T, C, H, W) clip, untouched
+    assert monitor.flush()
     s = samples(c)
     assert val(s, "prepwatch_clips_total", source="stream", outcome="consistent") == 3
     assert val(s, "prepwatch_clips_total", source="stream", outcome="inconsistent") == 2
@@ -90,6 +93,7 @@ def test_step_drives_the_probe_cadence_and_keeps_the_job_rng() -> None:
     torch.manual_seed(1)
     for _ in range(12):
         monitor.step()
+        assert monitor.flush()  # a probe is skipped while the thread still measures one
     assert torch.equal(torch.rand(4), expected)
     s = samples(c)
     probed = sum(val(s, "prepwatch_clips_total", source="probe", outcome=o)
@@ -106,6 +110,9 @@ def test_failures_are_counted_never_raised(caplog) -> None:
     with caplog.at_level(logging.WARNING, logger="prepwatch"):
         monitor.step()
         monitor.observe(torch.rand(8, 3, 16, 16), torch.rand(4, 3, 16, 16))  # frame mismatch
+        assert monitor.flush()  # (no probe while the thread measured the observation)
+        monitor.step()
+        assert monitor.flush()
     assert c.errors.count("clips") == 3  # two probes, one bad observation
 
 

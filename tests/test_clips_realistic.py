@@ -157,7 +157,9 @@ def test_default_layout_refuses_plain_ncthw_on_the_first_call_and_counts_later()
     # After a good first call, a wrong batch is counted, never raised into the loop.
     monitor = ClipMonitor(c, sample_every=1, budget=1.0)
     monitor.observe(raw, jitter)
+    assert monitor.flush()  # measured on the background thread
     monitor.observe(cthw, jitter.permute(0, 2, 1, 3, 4))
+    assert monitor.flush()
     assert c.errors.count("clips") == 1
     assert counts(c)["inconsistent"] == 2  # the good batch's two clips
 

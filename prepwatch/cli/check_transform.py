@@ -39,8 +39,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                    help="calling convention (default: torchvision v2 -> dict, else by signature)")
     p.add_argument("--box-format", choices=FORMATS + NORMALIZED_FORMATS, default="xyxy",
                    help="box convention of a plain callable (default xyxy, continuous pixels)")
-    p.add_argument("--image-kind", choices=IMAGE_KINDS, default="tensor",
-                   help="what the transform receives as image (default: float CHW tensor)")
+    p.add_argument("--image-kind", choices=IMAGE_KINDS, default=None,
+                   help="what the transform receives as image (default: detected, float CHW "
+                        "tensor first, then uint8)")
+    p.add_argument("--tv-tensors", choices=("auto", "yes", "no"), default="auto",
+                   help="wrap probe inputs as torchvision tv_tensors (default auto: for v2 "
+                        "transforms, or when the transform refuses plain tensors)")
     p.add_argument("--batch-size", type=int, default=4, help="samples per call with --call batch")
     p.add_argument("--factory", action="store_true",
                    help="CALLABLE builds the transform: call it with no arguments first")
@@ -98,6 +102,7 @@ def run(args: argparse.Namespace) -> int:
     report = check_transform(
         transform, args.trials, keep_images=max(args.worst, 0), image_size=size,
         call=args.call, box_format=args.box_format, image_kind=args.image_kind,
+        tv_tensors={"auto": None, "yes": True, "no": False}[args.tv_tensors],
         batch_size=args.batch_size, seed=args.seed,
     )
     image_path = None
@@ -136,6 +141,10 @@ def summary(report: ProbeReport, args: argparse.Namespace, image: Path | None, c
         "kinds": report.kinds(), "boxes": report.outcomes(), "iou": _quantiles(report.ious()),
         "worst": [_trial_dict(t) for t in report.worst(args.worst)] if code != EXIT_ALIGNED else [],
         "image": str(image) if image else None, "exit_code": code,
+        "form": None if report.form is None else {
+            "image_kind": report.form.image_kind, "tv_tensors": report.form.tv_tensors,
+            "how": report.form.how, "refused": report.form.refused,
+        },
     }
 
 
@@ -157,6 +166,10 @@ def format_text(report: ProbeReport, args: argparse.Namespace, image: Path | Non
         f"  aligned {report.aligned}, misaligned {report.misaligned}, "
         f"inconclusive {report.inconclusive}",
     ]
+    if report.form is not None:
+        lines.append(f"  the transform was handed {report.form.describe()} ({report.form.how}"
+                     + ("; it raised on " + "; ".join(report.form.refused) if report.form.refused
+                        else "") + ")")
     kinds = {k: v for k, v in report.kinds().items() if v}
     if kinds:
         lines.append("  misaligned by kind: " + ", ".join(f"{k} {v}" for k, v in kinds.items()))

@@ -151,17 +151,23 @@ class Result:
 
     def alert_condition(self, drop: float = 0.10, accuracy_slack: float = 0.02, rise: float = 0.01) -> bool:
         """The alert rule's condition (alerts/class_health.rules.yml) over these evaluations,
-        without the noise floor: the better of the last two rare recalls is ``drop`` below the
-        best, and the better of the last two accuracies is within ``accuracy_slack`` of the best
-        accuracy and ``rise`` above the lowest."""
+        without the noise floor: the rare recall pooled over the last L passes (as
+        ClassHealth pools them; equal samples per pass, so a mean) is ``drop`` below the best
+        such pool, and the better of the last two accuracies is within ``accuracy_slack`` of
+        the best accuracy and ``rise`` above the lowest."""
+        from prepwatch.checks.class_health.stats import recent_pool
+
         if len(self.evaluations) < 2:
             return False
+        pools = []
+        for i in range(2, len(self.evaluations) + 1):  # all passes of a demo are within 6 h
+            last = self.evaluations[max(0, i - recent_pool(i)):i]
+            pools.append(sum(e.rare_recall for e in last) / len(last))
         last2 = self.evaluations[-2:]
-        recall_now = max(e.rare_recall for e in last2)
         accuracy_now = max(e.accuracy for e in last2)
         accuracies = [e.accuracy for e in self.evaluations]
         return (
-            max(e.rare_recall for e in self.evaluations) - recall_now > drop
+            max(pools) - pools[-1] > drop
             and accuracy_now >= max(accuracies) - accuracy_slack
             and accuracy_now >= min(accuracies) + rise
         )

@@ -5,7 +5,11 @@ a fat tail of open latency; that is what these instruments record, into this
 process' worker-stats row (a DataLoader worker's row in shared memory, or the main
 process' row; see prepwatch/hooks/worker_stats.py). Exported as
 ``prepwatch_file_open_seconds`` (histogram), ``prepwatch_file_opens_total`` and
-``prepwatch_read_bytes_total``. Two ways in:
+``prepwatch_read_bytes_total``; and, per file read, its open-to-close time
+(``prepwatch_file_read_seconds``) and the bytes read from it
+(``prepwatch_file_read_bytes``), both histograms recorded when the file is closed: a
+storm whose cost is in the read (network storage, cold cache), not the open, shows
+there. Two ways in:
 
 * ``timed_open(path, mode)``: a drop-in for ``open`` in your own dataset code.
 * ``instrument_open()``: replaces ``builtins.open`` and ``io.open`` in this process
@@ -15,7 +19,8 @@ process' row; see prepwatch/hooks/worker_stats.py). Exported as
   descriptors, not prepwatch's own threads), so checkpoints and logs stay out; it
   costs ~0.15 us per open while prepwatch is not active in the process.
 
-Both cost ~1.2-1.5 us of CPU per open on top of the open itself (bench/bench_sources.py) and
+Both cost ~3 us of CPU per file (open and close) on top of the file's own cost
+(bench/bench_sources.py --io; ~1 us of it is the per-file time and bytes at close) and
 never change what the caller gets beyond a thin wrapper that counts bytes: reads go
 through a :class:`CountingFile` whose other attributes fall through to the real file
 (``fileno()``, ``seek()``, ``name``...). Bytes read through ``fileno()`` (mmap,
@@ -44,45 +49,62 @@ _bare_open = io.open  # the real open, whatever is patched later
 
 
 class CountingFile:
-    """Wraps an open file; counts the bytes (characters, in text mode) read through it."""
+    """Wraps an open file; counts the bytes (characters, in text mode) read through it.
 
-    __slots__ = ("_f", "_rec")
+    At close (``close()``, ``with``, or garbage collection of a file never closed) the
+    file's open-to-close time and the bytes read from it are recorded once: a slow read
+    of a small file (network storage, cold cache) costs there, not in ``open()``.
+    """
 
-    def __init__(self, f: Any, rec: Any) -> None:
+    __slots__ = ("_f", "_rec", "_t0", "_n")
+
+    def __init__(self, f: Any, rec: Any, t0: float = -1.0) -> None:
         self._f = f
         self._rec = rec
+        self._t0 = t0  # when open() was called; < 0 once recorded (or never to be)
+        self._n = 0
 
     # reads: count what came back
     def read(self, *args: Any) -> Any:
         data = self._f.read(*args)
-        self._rec.read_bytes(len(data))
+        n = len(data)
+        self._n += n
+        self._rec.read_bytes(n)
         return data
 
     def read1(self, *args: Any) -> Any:
         data = self._f.read1(*args)
-        self._rec.read_bytes(len(data))
+        n = len(data)
+        self._n += n
+        self._rec.read_bytes(n)
         return data
 
     def readinto(self, buffer: Any) -> Any:
         n = self._f.readinto(buffer)
         if n:
+            self._n += n
             self._rec.read_bytes(n)
         return n
 
     def readinto1(self, buffer: Any) -> Any:
         n = self._f.readinto1(buffer)
         if n:
+            self._n += n
             self._rec.read_bytes(n)
         return n
 
     def readline(self, *args: Any) -> Any:
         data = self._f.readline(*args)
-        self._rec.read_bytes(len(data))
+        n = len(data)
+        self._n += n
+        self._rec.read_bytes(n)
         return data
 
     def readlines(self, *args: Any) -> list[Any]:
         lines = self._f.readlines(*args)
-        self._rec.read_bytes(sum(len(line) for line in lines))
+        n = sum(len(line) for line in lines)
+        self._n += n
+        self._rec.read_bytes(n)
         return lines
 
     def __iter__(self) -> CountingFile:
@@ -90,7 +112,9 @@ class CountingFile:
 
     def __next__(self) -> Any:
         line = next(self._f)
-        self._rec.read_bytes(len(line))
+        n = len(line)
+        self._n += n
+        self._rec.read_bytes(n)
         return line
 
     # context manager and lifecycle
@@ -99,10 +123,29 @@ class CountingFile:
         return self
 
     def __exit__(self, *exc: Any) -> Any:
-        return self._f.__exit__(*exc)
+        try:
+            return self._f.__exit__(*exc)
+        finally:
+            self._closed()
 
     def close(self) -> None:
-        self._f.close()
+        try:
+            self._f.close()
+        finally:
+            self._closed()
+
+    def _closed(self) -> None:
+        t0 = self._t0
+        if t0 >= 0.0:
+            self._t0 = -1.0
+            self._rec.file_closed(_clock() - t0, self._n)
+
+    def __del__(self) -> None:
+        if self._t0 >= 0.0:  # never closed: the real file closes with this wrapper
+            try:
+                self._closed()
+            except Exception:
+                pass
 
     @property
     def closed(self) -> bool:
@@ -143,7 +186,7 @@ def timed_open(
     f = _bare_open(file, mode, buffering, encoding, errors, newline, closefd, opener)
     rec.file_open(_clock() - t0)
     if "r" in mode and "+" not in mode:
-        return CountingFile(f, rec)
+        return CountingFile(f, rec, t0)
     return f
 
 
@@ -157,7 +200,7 @@ def _hooked_open(file: Any, mode: str = "r", *args: Any, **kwargs: Any) -> Any:
     t0 = _clock()
     f = _bare_open(file, mode, *args, **kwargs)
     rec.file_open(_clock() - t0)
-    return CountingFile(f, rec)
+    return CountingFile(f, rec, t0)
 
 
 _hook_lock = threading.Lock()

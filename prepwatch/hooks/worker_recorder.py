@@ -16,12 +16,18 @@ from typing import Optional
 
 import numpy as np
 
-from prepwatch.metrics.buckets import FETCH_BUCKETS, IO_BUCKETS
+from prepwatch.metrics.buckets import FETCH_BUCKETS, FILE_BYTES_BUCKETS, IO_BUCKETS
 
 STAGES = ("total", "read", "decode", "transform", "other")
-HIST_SLOTS = [(f"fetch:{s}", FETCH_BUCKETS) for s in STAGES] + [("file_open", IO_BUCKETS)]
+HIST_SLOTS = [(f"fetch:{s}", FETCH_BUCKETS) for s in STAGES] + [
+    ("file_open", IO_BUCKETS),
+    ("file_read", IO_BUCKETS),  # one file, open to close: what a sample's read costs
+    ("file_bytes", FILE_BYTES_BUCKETS),  # bytes read from one file, open to close
+]
 SLOT_INDEX = {name: i for i, (name, _) in enumerate(HIST_SLOTS)}
 FILE_OPEN_SLOT = SLOT_INDEX["file_open"]
+FILE_READ_SLOT = SLOT_INDEX["file_read"]
+FILE_BYTES_SLOT = SLOT_INDEX["file_bytes"]
 COUNTERS = ("file_opens", "read_bytes", "errors")
 WIDTH = max(len(b) for _, b in HIST_SLOTS) + 2  # bucket counts, +Inf, then the sum
 ROW = len(HIST_SLOTS) * WIDTH + len(COUNTERS)
@@ -60,6 +66,16 @@ class Recorder:
         mv[base + bisect_left(IO_BUCKETS, seconds)] += 1
         mv[base + WIDTH - 1] += seconds
         mv[self._counters] += 1
+
+    def file_closed(self, seconds: float, nbytes: int) -> None:
+        """One instrumented file closed: its open-to-close time and the bytes read from it."""
+        mv = self._mv
+        base = FILE_READ_SLOT * WIDTH
+        mv[base + bisect_left(IO_BUCKETS, seconds)] += 1
+        mv[base + WIDTH - 1] += seconds
+        base = FILE_BYTES_SLOT * WIDTH
+        mv[base + bisect_left(FILE_BYTES_BUCKETS, nbytes)] += 1
+        mv[base + WIDTH - 1] += nbytes
 
     def read_bytes(self, n: int) -> None:
         self._mv[self._counters + 1] += n

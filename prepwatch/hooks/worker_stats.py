@@ -37,7 +37,9 @@ from prepwatch.context import Context
 from prepwatch.hooks.dataset_timing import instrument_dataset
 from prepwatch.hooks.open_hook import instrument_open, open_hook_active
 from prepwatch.hooks.worker_recorder import (
+    FILE_BYTES_SLOT,
     FILE_OPEN_SLOT,
+    FILE_READ_SLOT,
     HIST_SLOTS,
     ROW,
     STAGES,
@@ -47,6 +49,7 @@ from prepwatch.hooks.worker_recorder import (
     set_recorder,
 )
 from prepwatch.metrics import FETCH_BUCKETS, IO_BUCKETS
+from prepwatch.metrics.buckets import FILE_BYTES_BUCKETS
 
 
 def _new_rows(n: int, shared: bool) -> tuple[Any, np.ndarray]:
@@ -219,6 +222,18 @@ class WorkerStats:
         )
         opens.add_metric([], *_buckets(hist[FILE_OPEN_SLOT], IO_BUCKETS))
         yield opens
+        reads = HistogramMetricFamily(
+            "prepwatch_file_read_seconds",
+            "Time from open to close of each file dataset code read (instrumented opens).",
+        )
+        reads.add_metric([], *_buckets(hist[FILE_READ_SLOT], IO_BUCKETS))
+        yield reads
+        sizes = HistogramMetricFamily(
+            "prepwatch_file_read_bytes",
+            "Bytes read from each file dataset code read, counted at close.",
+        )
+        sizes.add_metric([], *_buckets(hist[FILE_BYTES_SLOT], FILE_BYTES_BUCKETS))
+        yield sizes
         counters = total[len(HIST_SLOTS) * WIDTH :]
         yield CounterMetricFamily(
             "prepwatch_file_opens", "File opens made by dataset code.", value=counters[0]

@@ -33,3 +33,6 @@ WAIT_BUCKETS = geometric_buckets(0.00001, 120.0, 2.0)
 FETCH_BUCKETS = geometric_buckets(0.00001, 60.0, 2.0)
 # File open latency: a cached open is ~2 us, a cold NFS/Lustre open tens of ms. 1 us .. ~16 s.
 IO_BUCKETS = geometric_buckets(0.000001, 10.0, 2.0)
+# Bytes read from one file, open to close: 256 B (a label file) .. 1 GiB (a shard), x4.
+# Exact powers of two (geometric_buckets would round 4096 to 4100).
+FILE_BYTES_BUCKETS = tuple(float(256 * 4**k) for k in range(12))

@@ -13,7 +13,15 @@ pipeline does, or it tests a different code path:
   collate), where a box list can end up next to the wrong image.
 
 torchvision is optional: it is imported only when the transform is a
-``torchvision.transforms.v2`` transform or ``tv_tensors=True`` is asked for.
+``torchvision.transforms.v2`` transform, ``tv_tensors=True`` is asked for, or the
+transform refused the plain forms.
+
+What the transform is handed (the *form*: plain tensors or ``tv_tensors``, float or
+uint8 images) is detected on the first probe when not given: the forms are tried in
+:func:`candidate_forms` order and the first the transform runs with is kept for the rest
+of the run (a plain callable wrapping torchvision v2 transforms that reads
+``boxes.canvas_size`` raises ``AttributeError`` on plain tensors and gets
+``tv_tensors``). :attr:`TransformAdapter.form` says which was used and why.
 """
 
 from __future__ import annotations
@@ -30,6 +38,52 @@ from prepwatch.checks.common.transforms import is_tv_transform
 
 CALLS = ("auto", "tuple", "pair", "dict", "batch")
 IMAGE_KINDS = ("tensor", "uint8", "numpy", "pil")
+
+
+def torchvision_available() -> bool:
+    try:
+        import torchvision.tv_tensors  # noqa: F401
+    except Exception:
+        return False
+    return True
+
+
+def candidate_forms(
+    transform: Callable[..., Any], image_kind: str | None, tv_tensors: bool | None,
+) -> list[tuple[str, bool]]:
+    """(image_kind, tv_tensors) pairs to try, most likely first; one pair when both are given.
+
+    The first is what earlier versions always used (float tensors; tv_tensors for a
+    torchvision v2 transform), so transforms that ran before keep their form. Then the
+    other tv_tensors choice (when torchvision is installed), then uint8 images.
+    """
+    first_tv = is_tv_transform(transform) if tv_tensors is None else bool(tv_tensors)
+    tvs = [first_tv]
+    if tv_tensors is None and torchvision_available():
+        tvs.append(not first_tv)
+    kinds = [image_kind] if image_kind is not None else ["tensor", "uint8"]
+    return [(k, tv) for k in kinds for tv in tvs if not (tv and k == "numpy")]
+
+
+def describe_form(image_kind: str, tv_tensors: bool) -> str:
+    image = {"tensor": "float CHW [0, 1]", "uint8": "uint8 CHW", "numpy": "numpy HWC uint8",
+             "pil": "PIL"}[image_kind]
+    if tv_tensors:
+        return f"tv_tensors.Image ({image}) + tv_tensors.BoundingBoxes"
+    return f"plain {image} image + plain boxes"
+
+
+@dataclass
+class Form:
+    """What the probe hands the transform, and how that was settled."""
+
+    image_kind: str
+    tv_tensors: bool
+    how: str  # "given" (both options set), "default" (first candidate ran), "detected"
+    refused: list[str]  # "<form>: <exception>" for each form the transform raised on
+
+    def describe(self) -> str:
+        return describe_form(self.image_kind, self.tv_tensors)
 
 
 @dataclass
@@ -89,22 +143,34 @@ class TransformAdapter:
         *,
         call: str = "auto",
         box_format: str = "xyxy",
-        image_kind: str = "tensor",
+        image_kind: str | None = None,
         tv_tensors: bool | None = None,
     ) -> None:
         if not callable(transform):
             raise TypeError(f"transform must be callable, got {type(transform).__name__}")
-        if image_kind not in IMAGE_KINDS:
+        if image_kind is not None and image_kind not in IMAGE_KINDS:
             raise ValueError(f"image_kind must be one of {', '.join(IMAGE_KINDS)}; got {image_kind!r}")
         self.transform = transform
         self.call = resolve_call(transform, call)
         self.box_format = check_format(box_format)
-        self.image_kind = image_kind
-        self.tv_tensors = is_tv_transform(transform) if tv_tensors is None else bool(tv_tensors)
+        if tv_tensors and image_kind == "numpy":
+            raise ValueError("tv_tensors needs image_kind 'tensor', 'uint8' or 'pil'")
+        self._forms = candidate_forms(transform, image_kind, tv_tensors)
+        self._given = image_kind is not None and tv_tensors is not None
+        self._form: Form | None = None
+        self.image_kind, self.tv_tensors = self._forms[0]
         if self.tv_tensors:
-            if image_kind in ("numpy",):
-                raise ValueError("tv_tensors needs image_kind 'tensor', 'uint8' or 'pil'")
             import torchvision.tv_tensors  # noqa: F401 - fail at set-up, not per probe
+
+    @property
+    def form(self) -> Form | None:
+        """The form settled on by the first probe that ran (None before)."""
+        return self._form
+
+    def prefer_tv_tensors(self) -> None:
+        """Try tv_tensors forms first (the observed batches carry them); before settling only."""
+        if self._form is None and not self._given:
+            self._forms.sort(key=lambda f: not f[1])
 
     # -- inputs -----------------------------------------------------------------------
     def _image(self, image: np.ndarray) -> Any:
@@ -179,6 +245,28 @@ class TransformAdapter:
 
     # -- calling ------------------------------------------------------------------------
     def __call__(self, samples: Sequence[ProbeInput]) -> list[ProbeOutput]:
+        if self._form is not None:
+            return self._call(samples)
+        refused: list[str] = []
+        first: Exception | None = None
+        for kind, tv in self._forms:
+            self.image_kind, self.tv_tensors = kind, tv
+            try:
+                out = self._call(samples)
+            except Exception as exc:  # the transform (or reading its output) refused this form
+                first = first or exc
+                refused.append(f"{describe_form(kind, tv)}: {type(exc).__name__}: {exc}")
+                continue
+            how = "given" if self._given else ("default" if not refused else "detected")
+            self._form = Form(kind, tv, how, refused)
+            return out
+        self.image_kind, self.tv_tensors = self._forms[0]
+        assert first is not None
+        if len(refused) > 1:  # say every form was tried; the first error is the likeliest
+            raise ProbeFormError("; ".join(refused)) from first
+        raise first
+
+    def _call(self, samples: Sequence[ProbeInput]) -> list[ProbeOutput]:
         if self.call == "batch":
             return self._call_batch(samples)
         return [self._call_one(s) for s in samples]
@@ -214,6 +302,13 @@ class TransformAdapter:
                 f"lists for a batch of {len(samples)}"
             )
         return [self._read(i, b, lab) for i, b, lab in zip(images_out, boxes_out, labels_out)]
+
+
+class ProbeFormError(RuntimeError):
+    """The transform raised on every form the probe tried (each named in the message)."""
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(f"the transform raised on every input form tried: {detail}")
 
 
 def _to_numpy(x: Any) -> np.ndarray:

@@ -53,7 +53,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from prepwatch.checks.boxes.adapters import ProbeInput, ProbeOutput, TransformAdapter
+from prepwatch.checks.boxes.adapters import Form, ProbeInput, ProbeOutput, TransformAdapter
 from prepwatch.checks.boxes.evidence import Evidence, measure_region
 from prepwatch.checks.boxes.formats import (
     BOUNDS_TOLERANCE_PX,
@@ -96,6 +96,7 @@ class ProbeReport:
     """Outcome of a probe run: per-trial verdicts and their summary."""
 
     trials: list[TrialResult]
+    form: Form | None = None  # what the transform was handed
 
     def count(self, result: str) -> int:
         return sum(1 for t in self.trials if t.result == result)
@@ -182,7 +183,7 @@ class Probe:
         image_size: tuple[int, int] = (128, 96),
         call: str = "auto",
         box_format: str = "xyxy",
-        image_kind: str = "tensor",
+        image_kind: str | None = None,
         tv_tensors: bool | None = None,
         batch_size: int = 4,
         max_boxes: int = 4,
@@ -199,6 +200,12 @@ class Probe:
         self.seed = int(seed)
         self._rng = np.random.default_rng(seed)
         self._calls = 0
+
+    @property
+    def form(self) -> Form | None:
+        """What the transform was handed (detected on the first run unless both
+        ``image_kind`` and ``tv_tensors`` were given); None before the first run."""
+        return self.adapter.form
 
     def set_image_size(self, image_size: tuple[int, int]) -> None:
         """Size (width, height) of the probe images from now on."""
@@ -235,7 +242,7 @@ class Probe:
                 if keep_images:
                     r.sample, r.output = s, o
                 results.append(r)
-        report = ProbeReport(results)
+        report = ProbeReport(results, self.adapter.form)
         if keep_images:
             keep = {id(t) for t in report.worst(keep_images)}
             for t in results:
@@ -258,6 +265,7 @@ __all__ = [
     "MISALIGNMENT_KINDS",
     "RESULTS",
     "Evidence",
+    "Form",
     "Probe",
     "ProbeReport",
     "TrialResult",

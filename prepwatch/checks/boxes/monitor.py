@@ -31,6 +31,8 @@ Metrics (no labels beyond those listed; ``run`` and ``rank`` are added at exposi
 - ``prepwatch_box_overlays_total``, ``prepwatch_box_overlay_last_timestamp_seconds``,
   ``prepwatch_box_overlay_info{path}`` (URL path of the latest overlay),
   ``prepwatch_overlays_available`` (0 when Pillow is missing)
+- ``prepwatch_box_probe_form_info{image_kind, tv_tensors, how}``: what the probe hands the
+  transform, set after the first probe that ran (``how``: given, default, detected)
 """
 
 from __future__ import annotations
@@ -102,7 +104,7 @@ class BoxMonitor:
         image_size: tuple[int, int] | None = None,
         call: str = "auto",
         box_format: str = "xyxy",
-        image_kind: str = "tensor",
+        image_kind: str | None = None,
         tv_tensors: bool | None = None,
         sample_every: int = 10,
         min_size: float = 0.0,
@@ -203,6 +205,13 @@ class BoxMonitor:
         self._available = reg.gauge(
             "prepwatch_overlays_available", "1 when Pillow is installed and overlays can be drawn.",
         ).labels()
+        self._form_info = reg.gauge(
+            "prepwatch_box_probe_form_info",
+            "What the alignment probe hands the transform (1): image_kind, tv_tensors, and "
+            "how it was chosen (given, default, detected on the first probe).",
+            ["image_kind", "tv_tensors", "how"],
+        )
+        self._form_reported = False
         self.ctx.errors.precreate(COMPONENT)
 
     def _setup_overlays(self, artifacts_dir: Path | str | None, keep: int, url: str | None) -> None:
@@ -285,6 +294,8 @@ class BoxMonitor:
         step = self._step
         if self._canvas_pending:
             self._adopt_canvas(images, image_sizes)
+            if self._probe is not None and _carries_tv_boxes(boxes):
+                self._probe.adapter.prefer_tv_tensors()  # the pipeline feeds tv_tensors
         sample = step % self.sample_every == 0
         overlay = self._overlays is not None and step % self.overlay_every == 0
         by_steps = step >= self._next_probe_step
@@ -405,8 +416,28 @@ class BoxMonitor:
             return None
         finally:
             self._seconds["probe"].inc(time.perf_counter() - start)
+        if not self._form_reported:
+            self._report_form()
         self.record(report)
         return report
+
+    def _report_form(self) -> None:
+        """Say once, in a log line and an info gauge, what the probe hands the transform."""
+        assert self._probe is not None
+        form = self._probe.form
+        if form is None:
+            return
+        self._form_reported = True
+        self._form_info.labels(form.image_kind, str(form.tv_tensors).lower(), form.how).set(1.0)
+        if form.how == "detected":
+            log.warning(
+                "prepwatch: the box alignment probe hands the transform %s: it raised on %s. "
+                "Set watch.boxes(tv_tensors=%s, image_kind=%r) to choose explicitly.",
+                form.describe(), "; ".join(form.refused), form.tv_tensors, form.image_kind,
+            )
+        else:
+            log.info("prepwatch: the box alignment probe hands the transform %s (%s).",
+                     form.describe(), form.how)
 
     def _log_failure(self, exc: BaseException) -> None:
         if self._failure_logged:
@@ -445,3 +476,15 @@ class BoxMonitor:
         self._closed = True
         if self._overlays is not None:
             self._overlays.close()
+
+
+def _carries_tv_boxes(boxes: Any) -> bool:
+    """Whether an observed batch's boxes are ``tv_tensors.BoundingBoxes`` (by type name:
+    torchvision is not imported for this)."""
+    try:
+        first = boxes[0] if isinstance(boxes, (list, tuple)) and boxes else boxes
+        if isinstance(first, dict):
+            first = first.get("boxes")
+        return type(first).__name__ == "BoundingBoxes"
+    except Exception:
+        return False

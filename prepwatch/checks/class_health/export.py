@@ -39,6 +39,15 @@ FAMILIES = {
     "prepwatch_accuracy_ratio": ("gauge", "Overall accuracy, on the basis of prepwatch_class_recall_ratio."),
     "prepwatch_accuracy_previous_ratio": (
         "gauge", "Overall accuracy in the evaluation pass before the last one."),
+    "prepwatch_class_recent_samples": (
+        "gauge", "Samples of each rare class over the last prepwatch_eval_recent_passes "
+        "evaluation passes (pooled), by split."),
+    "prepwatch_class_recent_correct": (
+        "gauge", "Correct predictions of each rare class over the last "
+        "prepwatch_eval_recent_passes evaluation passes (pooled), by split."),
+    "prepwatch_eval_recent_passes": (
+        "gauge", "Evaluation passes pooled in prepwatch_class_recent_* (half the passes of the "
+        "last 6 h, 2 to 4; fewer until that many completed), by split."),
     "prepwatch_eval_rounds": ("counter", "Completed evaluation passes, by split."),
     "prepwatch_eval_last_timestamp_seconds": ("gauge", "Unix time the last evaluation pass completed."),
     "prepwatch_class_skipped": (
@@ -122,6 +131,9 @@ class SplitView:
     ignored: int
     offsets: Optional[tuple[np.ndarray, np.ndarray]] = None
     other: tuple[int, int] = (0, 0)
+    recent_samples: Optional[np.ndarray] = None
+    recent_correct: Optional[np.ndarray] = None
+    recent_passes: int = 0
 
 
 @dataclass
@@ -170,6 +182,18 @@ class Renderer:
                 add_k(Sample("prepwatch_class_correct_total", labels, kv))
                 if rv == rv:
                     add_r(Sample("prepwatch_class_recall_ratio", labels, rv))
+            if (s.kind == "pass" and s.recent_passes and view.rare is not None
+                    and s.recent_samples is not None and s.recent_correct is not None):
+                # rare classes only, as below: the pooled counts the rare-class alert tests
+                rare_idx = np.flatnonzero(view.own & (view.rare == 1))
+                rs_m, rc_m = m["prepwatch_class_recent_samples"], m["prepwatch_class_recent_correct"]
+                for i, nv, kv in zip(rare_idx.tolist(), s.recent_samples[rare_idx].tolist(),
+                                     s.recent_correct[rare_idx].tolist()):
+                    labels = self._pair(s.name, view.names[i])
+                    rs_m.samples.append(Sample("prepwatch_class_recent_samples", labels, float(nv)))
+                    rc_m.samples.append(Sample("prepwatch_class_recent_correct", labels, float(kv)))
+                m["prepwatch_eval_recent_passes"].samples.append(Sample(
+                    "prepwatch_eval_recent_passes", {"split": s.name}, float(s.recent_passes)))
             if s.kind == "pass" and s.rounds >= 2 and view.rare is not None:
                 # rare classes only: the over-augmentation alert needs them, and 1000 more
                 # lines per scrape for the rest would cost ~5 ms for nothing

@@ -9,6 +9,9 @@ class_counts for why there is no host-device sync per step), and exports:
 * ``prepwatch_class_recall_ratio`` {split, class}: evaluation splits, over the last
   completed evaluation pass; training splits, over the last ``window_seconds``
 * ``prepwatch_class_recall_previous_ratio`` {split, class}: the evaluation pass before
+* ``prepwatch_class_recent_samples`` / ``prepwatch_class_recent_correct`` {split, class}
+  (rare classes) and ``prepwatch_eval_recent_passes`` {split}: counts pooled over the last
+  (up to 4) evaluation passes, which the rare-class alert tests
 * ``prepwatch_accuracy_ratio`` / ``prepwatch_accuracy_previous_ratio`` {split}
 * ``prepwatch_eval_rounds_total``, ``prepwatch_eval_last_timestamp_seconds`` {split}
 * ``prepwatch_class_rare`` {class}: 1 rare, 0 not (omitted until decided)
@@ -488,6 +491,8 @@ class ClassHealth:
                     ignored=s.ignored,
                     offsets=tuple(a.copy() for a in sel.offsets[s.name]) if s.name in sel.offsets else None,
                     other=tuple(sel.other.get(s.name, (0, 0))),
+                    recent_samples=s.recent_samples.copy(), recent_correct=s.recent_correct.copy(),
+                    recent_passes=s.recent_passes,
                 ))
         return self._renderer.render(view)
 

@@ -19,6 +19,19 @@ from collections import deque
 import numpy as np
 
 WINDOW_BUCKETS = 10
+# Evaluation passes pooled into prepwatch_class_recent_{samples,correct}: the rare-class
+# alert compares the pool of the last L passes with the best such pool in 6 h. L is half
+# the passes completed in the last 6 h, 2 to 4 (recent_pool): bench/sim_rare_class_alert.py
+# found pooling the most powerful test at the same false-alarm rate, 2 passes best at 2-6
+# passes per 6 h and 4 at 24 and more.
+RECENT_PASSES = 4
+RECENT_MIN = 2
+CADENCE_WINDOW_S = 6 * 3600.0
+
+
+def recent_pool(passes_in_window: int) -> int:
+    """L for a cadence of ``passes_in_window`` passes per 6 h."""
+    return int(min(RECENT_PASSES, max(RECENT_MIN, passes_in_window // 2)))
 
 
 def recall_of(samples: np.ndarray, correct: np.ndarray) -> np.ndarray:
@@ -66,6 +79,12 @@ class SplitStats:
         self.accuracy_previous = float("nan")
         self.rounds = 0
         self.last_round_timestamp = float("nan")
+        # pass: per-class counts of the last RECENT_PASSES completed passes, and their sums
+        self._recent: deque[tuple[np.ndarray, np.ndarray]] = deque(maxlen=RECENT_PASSES)
+        self._pass_times: deque[float] = deque()
+        self.recent_samples = np.zeros(num_classes, dtype=np.int64)
+        self.recent_correct = np.zeros(num_classes, dtype=np.int64)
+        self.recent_passes = 0
 
     # -- deliveries ----------------------------------------------------------------------
     def add(self, samples_bins: np.ndarray, correct_bins: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -112,6 +131,15 @@ class SplitStats:
         self.accuracy = accuracy_of(self._pass_n, self._pass_k)
         self.basis_samples = self._pass_n
         self.basis_correct = self._pass_k
+        self._recent.append((self._pass_n, self._pass_k))
+        now = self._clock()
+        self._pass_times.append(now)
+        while self._pass_times and self._pass_times[0] < now - CADENCE_WINDOW_S:
+            self._pass_times.popleft()
+        pool = list(self._recent)[-recent_pool(len(self._pass_times)):]
+        self.recent_passes = len(pool)
+        self.recent_samples = sum(n for n, _ in pool)
+        self.recent_correct = sum(k for _, k in pool)
         self._pass_n = np.zeros_like(self._pass_n)
         self._pass_k = np.zeros_like(self._pass_k)
         self.rounds += 1

@@ -13,9 +13,17 @@
   works wherever the transform runs, including DataLoader workers, because the probe
   runs its own copy here.
 
-Measuring a clip takes 15-25 ms (30-40 ms when a crop must be located first), so
-observed clips and probes each take at most ``budget`` (default 1%) of wall time,
-whatever the cadence asks for.
+Measuring runs off the step path: a sampled ``observe`` copies its clips to host memory
+and hands them to a background thread (one, bounded: when it is still busy the clips are
+dropped, never queued without bound); a probe runs the transform in the loop (its own
+random numbers are drawn there) and hands the pair over the same way. The thread
+measures with one torch intra-op thread (a per-thread setting: the loop keeps its own)
+and BLAS limited to one thread where ``threadpoolctl`` is installed, so a measurement
+does not fan out over the cores the job is using. Measured cost per clip and
+on the loop: ``bench/bench_clips.py`` (docs/clips.md). Observed clips and probes each
+take at most ``budget`` (default 1%) of wall time, measured on the thread, whatever the
+cadence asks for. ``check()`` and ``probe()`` measure at once (synchronous), for tests
+and one-off use.
 
 What is measured is explained in :mod:`prepwatch.checks.clips.consistency`.
 
@@ -33,7 +41,9 @@ Metrics:
   variation of the photometric change, relative to the signal; 0 = perfectly consistent)
 - ``prepwatch_clips_total{source, outcome}``: consistent, inconsistent, skipped
 - ``prepwatch_clip_jitter_threshold``: the threshold in use (dashboards draw it)
-- ``prepwatch_clip_check_seconds_total{part}``: loop time spent in observe and probe
+- ``prepwatch_clip_check_seconds_total{part}``: time spent in ``observe`` and ``probe``
+  on the training loop (copying clips, running the probe transform), and in ``measure``
+  on the background thread
 
 ``source`` is ``stream`` (observed clips) or ``probe`` (generated clips).
 """
@@ -53,6 +63,7 @@ from prepwatch.checks.clips.consistency import (
     wrong_layout,
 )
 from prepwatch.checks.clips.synthetic import brightness_ramp, textured_clip
+from prepwatch.checks.common.background import BackgroundWorker
 from prepwatch.checks.common.rng import isolated_rng
 from prepwatch.checks.common.transforms import is_tv_transform
 from prepwatch.context import Context
@@ -136,6 +147,12 @@ class ClipMonitor:
         self._next_probe_time = 0.0
         self._next_check_time = 0.0
         self._bind_metrics()
+        self._pending = 0  # handed to the thread, not measured yet (one writer each way)
+        self._thread_limited = False
+        self._worker: BackgroundWorker[tuple[list[tuple[Any, Any]], str, bool]] = BackgroundWorker(
+            "prepwatch-clips", self._measure, capacity=1,
+            on_error=lambda exc: ctx.errors.report(COMPONENT, exc),
+        )
 
     def _bind_metrics(self) -> None:
         reg = self.ctx.registry
@@ -159,7 +176,7 @@ class ClipMonitor:
             "prepwatch_clip_check_seconds_total", "Training-loop time spent in clip checks.",
             ["part"],
         )
-        self._seconds = {p: seconds.labels(p) for p in ("observe", "probe")}
+        self._seconds = {p: seconds.labels(p) for p in ("observe", "probe", "measure")}
         self.ctx.errors.precreate(COMPONENT)
 
     # -- stream -------------------------------------------------------------------------
@@ -174,16 +191,47 @@ class ClipMonitor:
         if self._calls == 0:
             self._check_layout(raw)
         self._calls += 1
-        if self._calls % self.sample_every == 0 and time.monotonic() >= self._next_check_time:
+        if (self._calls % self.sample_every == 0 and not self._pending
+                and time.monotonic() >= self._next_check_time):
             start = time.perf_counter()
             try:
-                self.check(raw, augmented, source="stream")
+                self._submit((_host_copies(self._pairs(raw, augmented)), "stream", False))
             except Exception as exc:
                 self.ctx.errors.report(COMPONENT, exc)
-            spent = time.perf_counter() - start
-            self._seconds["observe"].inc(spent)
-            self._next_check_time = self._after(spent)
+            self._seconds["observe"].inc(time.perf_counter() - start)
         self._maybe_probe()
+
+    def _submit(self, item: tuple[list[tuple[Any, Any]], str, bool]) -> None:
+        self._pending += 1
+        if not self._worker.submit(item):
+            self._pending -= 1
+
+    def _measure(self, item: tuple[list[tuple[Any, Any]], str, bool]) -> None:
+        """On the background thread: measure, record, and space the next measurement."""
+        pairs, source, stationary = item
+        if not self._thread_limited:
+            # Per OS thread (OpenMP's thread count is a per-thread setting): the loop keeps
+            # its threads. On a busy 2-core host torch's two intra-op threads made a
+            # measurement 10x slower (4 s instead of 0.3 s a clip): each parallel region
+            # waited for a descheduled helper.
+            torch.set_num_threads(1)
+            self._thread_limited = True
+        start = time.perf_counter()
+        try:
+            with _one_blas_thread():
+                for r, a in pairs:
+                    self.record(clip_consistency(
+                        r, a, threshold=self.threshold, max_pixels=self.max_pixels,
+                        layout=self._clip_layout, stationary=stationary,
+                    ), source)
+        finally:
+            spent = time.perf_counter() - start
+            self._seconds["measure"].inc(spent)
+            if source == "stream":
+                self._next_check_time = self._after(spent)
+            else:
+                self._next_probe_time = max(self._next_probe_time, self._after(spent))
+            self._pending -= 1  # last: the loop may hand over the next clips from here
 
     def step(self) -> None:
         """Advance the probe cadence once per training step (when not calling observe)."""
@@ -204,19 +252,8 @@ class ClipMonitor:
         if source not in SOURCES:
             raise ValueError(f"source must be one of {SOURCES}, got {source!r}")
         self._check_layout(raw)
-        dims = "C, T, H, W" if self.layout == "NCTHW" else "T, C, H, W"
-        if raw.ndim == 4:
-            pairs = [(raw, augmented)]
-        elif raw.ndim == 5:
-            n = min(len(raw), self.max_clips)
-            pairs = [(raw[i], augmented[i]) for i in range(n)]
-        else:
-            raise ValueError(
-                f"expected clips ({dims}) or (N, {dims}) (layout={self.layout!r}),"
-                f" got {tuple(raw.shape)}"
-            )
         reports = []
-        for r, a in pairs:
+        for r, a in self._pairs(raw, augmented):
             report = clip_consistency(
                 r, a, threshold=self.threshold, max_pixels=self.max_pixels,
                 layout=self._clip_layout,
@@ -224,6 +261,18 @@ class ClipMonitor:
             self.record(report, source)
             reports.append(report)
         return reports
+
+    def _pairs(self, raw: Any, augmented: Any) -> list[tuple[Any, Any]]:
+        dims = "C, T, H, W" if self.layout == "NCTHW" else "T, C, H, W"
+        if raw.ndim == 4:
+            return [(raw, augmented)]
+        if raw.ndim == 5:
+            n = min(len(raw), self.max_clips)
+            return [(raw[i], augmented[i]) for i in range(n)]
+        raise ValueError(
+            f"expected clips ({dims}) or (N, {dims}) (layout={self.layout!r}),"
+            f" got {tuple(raw.shape)}"
+        )
 
     def record(self, report: ClipReport, source: str = "stream") -> None:
         if report.jitter is None or report.consistent is None:
@@ -237,11 +286,17 @@ class ClipMonitor:
     def _maybe_probe(self) -> None:
         if self.transform is None or self._calls < self._next_probe_call:
             return
-        if time.monotonic() < self._next_probe_time:
-            return
+        if self._pending or time.monotonic() < self._next_probe_time:
+            return  # the thread is still measuring: probe at a later step
         start = time.perf_counter()
-        self.probe()
+        try:
+            raw, augmented = self._probe_pair()  # the transform runs here, on its own RNG
+            # Probe clips are stationary texture: whole-frame statistics may stand in.
+            self._submit(([(raw, _host(augmented))], "probe", True))
+        except Exception as exc:
+            self.ctx.errors.report(COMPONENT, exc)
         spent = time.perf_counter() - start
+        self._seconds["probe"].inc(spent)
         self._next_probe_call = self._calls + self.probe_every
         self._next_probe_time = self._after(spent)
 
@@ -296,8 +351,36 @@ class ClipMonitor:
         return raw, out
 
     def flush(self, timeout: float = 30.0) -> bool:
-        """Nothing is pending: clips are measured when observed or probed."""
-        return True
+        """Wait until the background thread has measured every clip handed to it."""
+        return self._worker.flush(timeout)
 
     def close(self) -> None:
-        """Nothing to release; present so ``watch.stop()`` treats all components alike."""
+        """Finish the pending measurement and stop the thread. Safe to call twice."""
+        self._worker.close()
+
+
+def _host(x: Any) -> Any:
+    """A host copy the loop may not touch again (device tensors are copied off)."""
+    if isinstance(x, torch.Tensor):
+        return x.detach().as_subclass(torch.Tensor).to("cpu", copy=True)
+    return np.array(x, copy=True)
+
+
+def _host_copies(pairs: list[tuple[Any, Any]]) -> list[tuple[Any, Any]]:
+    return [(_host(r), _host(a)) for r, a in pairs]
+
+
+def _one_blas_thread() -> Any:
+    """Limit BLAS to one thread while measuring, where threadpoolctl is installed.
+
+    The measurement's matrices are small (a few thousand pixels by ~10 features): on a
+    busy host numpy's default of one BLAS thread per core cost 1.6 s for a clip that
+    takes 0.1 s on one thread (issue 14).
+    """
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:
+        import contextlib
+
+        return contextlib.nullcontext()
+    return threadpool_limits(limits=1, user_api="blas")

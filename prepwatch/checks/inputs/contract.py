@@ -35,6 +35,7 @@ from prepwatch.checks.inputs.hypotheses import (
     images_inside,
     per_image_signatures,
 )
+from prepwatch.checks.inputs.reach import Reach, reach_quantiles
 from prepwatch.checks.inputs.stats import FLOAT_DTYPES, ImageStats
 from prepwatch.checks.inputs.tolerances import (
     COVERAGE_CAP,
@@ -115,6 +116,11 @@ class InputContract:
         self.hypothesis_batch: dict[str, int | None] = {
             name: v.get("min_batch") for name, v in c.get("hypotheses", {}).items()
         }
+        # the calibrated reach test (contracts written before it fall back to coverage)
+        self.reach: Reach | None = (
+            Reach(c["reach"], float(c.get("false_alarm_target", FALSE_ALARM_TARGET)))
+            if c.get("reach") else None
+        )
         self.per_image_eps = float(c["per_image"]["eps"])
         self.per_image_batch: dict[str, int | None] = {
             name: v.get("min_batch") for name, v in c["per_image"]["signatures"].items()
@@ -274,6 +280,7 @@ class InputContract:
                 "hypotheses": hyp,
                 "per_image": {"eps": PER_IMAGE_EPS, "signatures": sigs},
                 "channel_order": order,
+                "reach": reach_quantiles(stats, m, s, rec.batch_min, rec.batch_max),
             },
         }
         return cls(data)

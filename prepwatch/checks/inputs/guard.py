@@ -159,10 +159,12 @@ def _affine(
         share = fraction_outside(xs, lo_t, hi_t)
         if share > contract.outside_share:
             best, best_gap = None, np.inf
+            span = support[1] - support[0]
             for h in hyps[1:]:
                 lo, hi = raw_extremes(stats, h)
                 if images_inside(lo, hi, support, margin).all():
-                    gap = coverage_gap(lo, hi, coverage, contract.coverage_tolerance)
+                    gap = (contract.reach.distance(lo, hi, span) if contract.reach is not None
+                           else coverage_gap(lo, hi, coverage, contract.coverage_tolerance))
                     if gap < best_gap:
                         best, best_gap = h, gap
             pct = f"{100 * share:.3g}% of values outside the contract's range"
@@ -174,6 +176,8 @@ def _affine(
             notes.append(f"{pct}; they fit {best.description}")
             return best, best.name
 
+    if contract.reach is not None:
+        return _shrunk(contract, stats, low0, high0, kinds, notes)
     tolerance = contract.coverage_tolerance
     gap0 = coverage_gap(low0, high0, coverage, tolerance)
     if gap0 <= 1.0:  # the batch already reaches both ends: nothing shrank it
@@ -195,6 +199,46 @@ def _affine(
     notes.append(
         f"values fall short of the training range at one end or both; read as "
         f"{best.description} they span it"
+    )
+    return best, best.name
+
+
+def _shrunk(
+    contract: InputContract, stats: ImageStats, low0: np.ndarray, high0: np.ndarray,
+    kinds: list[str], notes: list[str],
+) -> tuple[Hypothesis | None, str | None]:
+    """Inside the range: a mistake when the contract's reading falls short of where
+    correct batches of this size reach (beyond chance) and a known mistake's reading
+    reaches (see :mod:`prepwatch.checks.inputs.reach`)."""
+    reach = contract.reach
+    hyps = contract.hypotheses
+    assert reach is not None
+    if stats.n < reach.min_batch or not reach.falls_short(low0, high0).any():
+        return hyps[0], None
+    support, margin = contract.support, contract.margin
+    span = support[1] - support[0]
+    best, best_gap = None, np.inf
+    # The chance-rate gate stays: batches of alike images (a foggy set) break the
+    # independence the reach levels assume, and the gate (correct training images that
+    # already fit the mistake) keeps them quiet. It refuses [-1, 1] on an ImageNet
+    # contract over narrow channels, whose correct images read as [-1, 1] fit too.
+    for h in hyps[1:]:
+        need = contract.hypothesis_batch.get(h.name)
+        if need is None or stats.n < need:
+            continue
+        lo, hi = raw_extremes(stats, h)
+        if (not images_inside(lo, hi, support, margin).all()
+                or not reach.reaches(lo, hi, contract.coverage)):
+            continue
+        gap = reach.distance(lo, hi, span)
+        if gap < best_gap:
+            best, best_gap = h, gap
+    if best is None:
+        return hyps[0], None
+    kinds.append(best.kind)
+    notes.append(
+        f"values fall short of where correct batches of {stats.n} reach in the training "
+        f"range; read as {best.description} they reach it"
     )
     return best, best.name
 

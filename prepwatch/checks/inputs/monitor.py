@@ -13,6 +13,9 @@
     inputs = watch.inputs(contract="model.pt", mode="warn")
     inputs.attach(model)                     # or: inputs.guard(x) per batch
 
+    # a framework owns the training loop: record from a forward pre-hook instead
+    inputs.attach(model, record=True)        # records while model.training
+
 Metrics (all carry ``run`` and ``rank`` at exposition):
 
 - ``prepwatch_input_channel_mean``, ``_std``, ``_min``, ``_max`` (gauges, model-input
@@ -377,19 +380,32 @@ class InputMonitor:
             "counted, not logged.", ", ".join(result.kinds), result.detail,
         )
 
-    def attach(self, model: torch.nn.Module, *, mode: str | None = None) -> Any:
-        """Guard every forward call of ``model`` (a forward pre-hook; returns its handle).
+    def attach(
+        self, model: torch.nn.Module, *, mode: str | None = None, record: bool = False
+    ) -> Any:
+        """Guard (or, with ``record=True``, record) every forward call of ``model``.
 
-        On a :class:`NormalizedModel` the hook sits on the wrapped model, where the
+        A forward pre-hook; returns its handle. ``record=True`` is capture for jobs
+        whose loop a framework owns (Lightning, HF Trainer): the hook calls
+        :meth:`record` on the first positional tensor while ``model.training`` is
+        set, so validation and inference passes stay out of the contract. On a
+        :class:`NormalizedModel` the hook sits on the wrapped model, where the
         normalized tensor the contract describes arrives.
         """
         mode = self.mode if mode is None else _check_mode(mode)
         if not isinstance(model, torch.nn.Module):
             raise TypeError(f"attach() takes a torch.nn.Module, got {type(model).__name__}")
+        if not isinstance(record, bool):
+            raise TypeError(f"attach(record=...) takes True or False, got {record!r}")
         target = model.model if isinstance(model, NormalizedModel) else model
 
         def hook(module: torch.nn.Module, args: tuple[Any, ...]) -> None:
-            if args and torch.is_tensor(args[0]):
+            if not args or not torch.is_tensor(args[0]):
+                return
+            if record:
+                if module.training:
+                    self.record(args[0])
+            else:
                 self.guard(args[0], mode=mode)
 
         handle = target.register_forward_pre_hook(hook)
