@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Optional
+from typing import Any, Optional
 
 from prepwatch.diagnosis.series import Window, median
 from prepwatch.diagnosis.thresholds import Thresholds, load
@@ -212,8 +212,12 @@ def conditions(
     for s in stats:
         if not math.isnan(s.step_p50):
             by_run.setdefault(s.run, []).append(s)
-    for ranks in by_run.values():
-        if len(ranks) < th.straggler_min_ranks:
+    # Ranks of a synchronous job (they export collective wait: watch.ddp) all share the
+    # slowest rank's step period, so the step-p50 comparison says nothing there; the rules
+    # skip such runs the same way (PrepwatchStragglerRank's `unless`).
+    synchronous = {d.get("run") for d, _ in w.last.select("prepwatch_collective_wait_seconds_count")}
+    for run, ranks in by_run.items():
+        if len(ranks) < th.straggler_min_ranks or run in synchronous:
             continue
         med = median(r.step_p50 for r in ranks)
         for r in ranks:
@@ -287,30 +291,44 @@ def _avg_by(snap_select, by: tuple[str, ...]) -> dict[tuple[str, ...], float]:
     return {k: sum(v) / len(v) for k, v in acc.items()}
 
 
-def _recall_conditions(w: Window, th: Thresholds) -> list[Condition]:
-    """PrepwatchRareClassRecallDrop: the window's best recall of a rare class against its
-    last two evaluations, beyond the binomial noise floor, while accuracy holds."""
+# The margin the rule's noise floor adds to the multiple-comparison term (the
+# run_split_class:prepwatch_class_recent_recall:noise_floor record); the promtool-fixture
+# test (tests/test_diagnosis_rules.py) fails if the two drift apart.
+NOISE_MARGIN = 2.34
+
+
+def _recent_recall(snap: Any) -> tuple[dict[tuple[str, ...], float], dict[tuple[str, ...], float],
+                                        dict[tuple[str, ...], float]]:
+    """Pooled recall of each (run, split, class) over its last evaluation passes, as the
+    rule computes it: counts summed over ranks, only where every rank holds >= 2 passes."""
+    passes: dict[tuple[str, ...], float] = {}
+    for d, v in snap.select("prepwatch_eval_recent_passes"):
+        k = (d.get("run", ""), d.get("split", ""))
+        passes[k] = min(passes.get(k, math.inf), v)
     by = ("run", "split", "class")
+    samples = {k: v for k, v in _sum_by(snap.select("prepwatch_class_recent_samples"), by).items()
+               if passes.get(k[:2], 0.0) >= 2}
+    correct = _sum_by(snap.select("prepwatch_class_recent_correct"), by)
+    recall = {k: correct.get(k, 0.0) / n for k, n in samples.items() if n > 0}
+    return recall, samples, passes
+
+
+def _recall_conditions(w: Window, th: Thresholds) -> list[Condition]:
+    """PrepwatchRareClassRecallDrop: a rare class's recall pooled over its last evaluation
+    passes against the best such pool of the last 6 h, beyond the binomial noise floor of
+    the pooled counts, while overall accuracy holds or rises."""
     history: dict[tuple[str, ...], float] = {}
     acc_max: dict[tuple[str, ...], float] = {}
     acc_min: dict[tuple[str, ...], float] = {}
     for snap in w.snapshots:
         if snap.t < w.last.t - RECALL_HISTORY:
             continue
+        for k, v in _recent_recall(snap)[0].items():
+            history[k] = max(history.get(k, -1.0), v)
         evaluated = {
             (d.get("run"), d.get("rank"), d.get("split"))
             for d, _ in snap.select("prepwatch_eval_rounds_total")
         }
-        rec = _avg_by(
-            (
-                (d, v)
-                for d, v in snap.select("prepwatch_class_recall_ratio")
-                if (d.get("run"), d.get("rank"), d.get("split")) in evaluated
-            ),
-            by,
-        )
-        for k, v in rec.items():
-            history[k] = max(history.get(k, -1.0), v)
         acc = _avg_by(
             (
                 (d, v)
@@ -323,19 +341,7 @@ def _recall_conditions(w: Window, th: Thresholds) -> list[Condition]:
             acc_max[k] = max(acc_max.get(k, -1.0), v)
             acc_min[k] = min(acc_min.get(k, 2.0), v)
     last = w.last
-    cur = {
-        (d.get("run"), d.get("rank"), d.get("split"), d.get("class")): v
-        for d, v in last.select("prepwatch_class_recall_ratio")
-    }
-    prev = {
-        (d.get("run"), d.get("rank"), d.get("split"), d.get("class")): v
-        for d, v in last.select("prepwatch_class_recall_previous_ratio")
-    }
-    last2: dict[tuple[str, ...], list[float]] = {}
-    for k, pv in prev.items():
-        v = cur.get(k, math.nan)
-        best = v if v >= pv else pv
-        last2.setdefault((k[0], k[2], k[3]), []).append(best)
+    recall, samples, passes = _recent_recall(last)
     acur = {
         (d.get("run"), d.get("rank"), d.get("split")): v for d, v in last.select("prepwatch_accuracy_ratio")
     }
@@ -347,30 +353,23 @@ def _recall_conditions(w: Window, th: Thresholds) -> list[Condition]:
     for k, pv in aprev.items():
         v = acur.get(k, math.nan)
         acc_last2.setdefault((k[0], k[2]), []).append(v if v >= pv else pv)
-    samples = _sum_by(last.select("prepwatch_class_samples_total"), by)
-    rounds = _max_by(last.select("prepwatch_eval_rounds_total"), ("run", "split"))
     rounds_inc = w.increase("prepwatch_eval_rounds_total", by=("run", "rank", "split"), span=RECALL_HISTORY)
     rounds6h: dict[tuple[str, ...], float] = {}
     for (run, _rank, split), v in rounds_inc.items():
         rounds6h[(run, split)] = max(rounds6h.get((run, split), 0.0), v)
     rare = _max_by(last.select("prepwatch_class_rare"), ("run", "class"))
     out = []
-    for k, vals in last2.items():
+    for k, now in recall.items():
         run, split, cls = k
-        m2 = sum(vals) / len(vals)
-        m6 = history.get(k)
-        if m6 is None or rare.get((run, cls), 0.0) != 1:
+        best = history.get(k)
+        if best is None or rare.get((run, cls), 0.0) != 1 or (run, split) not in acc_last2:
             continue
-        drop = m6 - m2
-        r = rounds.get((run, split), 0.0)
-        if r <= 0 or (run, split) not in acc_last2:
-            continue
-        per_round = samples.get(k, 0.0) / r
-        if per_round <= 0:
-            continue
-        p = (m6 + m2) / 2
-        stderr = math.sqrt(max(p * (1 - p), 0.0) / per_round)
-        floor = (math.sqrt(2 * math.log(max(rounds6h.get((run, split), 0.0), 2))) + 2) * stderr
+        drop = best - now
+        p = (best + now) / 2
+        stderr = math.sqrt(max(p * (1 - p), 0.0) * 2 / samples[k])
+        recent = passes.get((run, split), 0.0)
+        looks = max(rounds6h.get((run, split), 0.0) / recent, 2.0) if recent > 0 else 2.0
+        floor = (math.sqrt(2 * math.log(looks)) + NOISE_MARGIN) * stderr
         a2 = sum(acc_last2[(run, split)]) / len(acc_last2[(run, split)])
         if (
             drop > th.recall_drop
