@@ -243,6 +243,27 @@ ROWS = [
                "{{run}}/{{rank}}")],
             w=6,
         ),
+        lines(
+            "Time per file, open to close, p50 / p99", "s",
+            ("Wall time from open to close of each file dataset code read (opt-in IO instrumentation): "
+             "where slow storage or a cold cache shows when opens are fast and the cost is in the reads. "
+             "Many files per second, small, each slow: PrepwatchSmallFileSlowReads."),
+            [q(("histogram_quantile(0.5, sum by (run, rank, le) "
+                "(rate(prepwatch_file_read_seconds_bucket{SEL}[$__rate_interval])))"),
+               "p50 {{run}}/{{rank}}"),
+             q(("histogram_quantile(0.99, sum by (run, rank, le) "
+                "(rate(prepwatch_file_read_seconds_bucket{SEL}[$__rate_interval])))"),
+               "p99 {{run}}/{{rank}}")],
+            w=12, links=[runbook(RUNBOOK, "PrepwatchSmallFileSlowReads")],
+        ),
+        lines(
+            "Bytes per file read", "bytes",
+            "Mean bytes read from each file between its open and its close.",
+            [q(("sum by (run, rank) (rate(prepwatch_file_read_bytes_sum{SEL}[$__rate_interval]))\n"
+                "  / sum by (run, rank) (rate(prepwatch_file_read_bytes_count{SEL}[$__rate_interval]))"),
+               "{{run}}/{{rank}}")],
+            w=12, links=[runbook(RUNBOOK, "PrepwatchSmallFileSlowReads")],
+        ),
     ]),
     Row("GPU (node agent, NVML)", [
         lines(
