@@ -22,6 +22,30 @@ COMPONENT = "integration"
 NAN = float("nan")
 
 
+class CallbackOptions:
+    """What every integration's callback takes and keeps, checked once at set-up."""
+
+    def _set_options(
+        self, *, run: Optional[str], class_recall: Any, class_health: Optional[dict[str, Any]],
+        inputs: Any, inputs_options: Optional[dict[str, Any]], batch_size: Any,
+        start_options: dict[str, Any], keyword: str,
+    ) -> None:
+        if inputs is not None and not (inputs is True or isinstance(inputs, str)):
+            raise TypeError(f"inputs= must be True or the name of a {keyword} keyword, got {inputs!r}")
+        if not (isinstance(class_recall, bool) or callable(class_recall)):
+            raise TypeError(f"class_recall= must be a bool or a callable, got {class_recall!r}")
+        self.run = run
+        self.class_recall = class_recall
+        self.class_health_options = dict(class_health or {})
+        self.inputs = inputs
+        self.inputs_options = dict(inputs_options or {})
+        self.batch_size = batch_size
+        self.start_options = start_options
+        self.watch: Optional[Watch] = None
+        self._marks: Optional[StepMarks] = None
+        self._handles: list[Any] = []
+
+
 def watch_for(identity: Identity, start_options: dict[str, Any]) -> Watch:
     """The running Watch, or one started with the framework's run/rank identity.
 

@@ -31,6 +31,7 @@ from transformers import TrainerCallback
 
 from prepwatch.integrations import _iter_patch
 from prepwatch.integrations._core import (
+    CallbackOptions,
     ReportOnce,
     StepMarks,
     framework_identity,
@@ -44,7 +45,7 @@ from prepwatch.watch import Watch
 __all__ = ["PrepwatchCallback"]
 
 
-class PrepwatchCallback(TrainerCallback):
+class PrepwatchCallback(TrainerCallback, CallbackOptions):
     """Loop signals, per-class eval recall and the input contract for a ``Trainer``.
 
     Args:
@@ -73,22 +74,13 @@ class PrepwatchCallback(TrainerCallback):
         batch_size: Any = None,
         **start_options: Any,
     ) -> None:
-        if inputs is not None and not (inputs is True or isinstance(inputs, str)):
-            raise TypeError(f"inputs= must be True or the name of a model keyword, got {inputs!r}")
-        if not (isinstance(class_recall, bool) or callable(class_recall)):
-            raise TypeError(f"class_recall= must be a bool or a callable, got {class_recall!r}")
-        self.run = run
-        self.class_recall = class_recall
-        self.class_health_options = dict(class_health or {})
-        self.inputs = inputs
-        self.inputs_options = dict(inputs_options or {})
-        self.batch_size = batch_size
-        self.start_options = start_options
-        self.watch: Optional[Watch] = None
-        self._marks: Optional[StepMarks] = None
+        self._set_options(
+            run=run, class_recall=class_recall, class_health=class_health, inputs=inputs,
+            inputs_options=inputs_options, batch_size=batch_size, start_options=start_options,
+            keyword="model",
+        )
         self._loader: Any = None
         self._recall: Optional[EvalRecall] = None
-        self._handles: list[Any] = []
         self._hooked_model: Any = None
 
     # -- set-up ------------------------------------------------------------------------

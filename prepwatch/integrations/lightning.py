@@ -32,13 +32,13 @@ from typing import Any, Callable, Iterator, Optional
 from prepwatch.hooks.batch_size import BatchSizer
 from prepwatch.hooks.loader import WatchedLoader
 from prepwatch.integrations._core import (
+    CallbackOptions,
     ReportOnce,
     StepMarks,
     framework_identity,
     input_recorder,
     watch_for,
 )
-from prepwatch.watch import Watch
 
 __all__ = ["PrepwatchCallback", "callback_class"]
 
@@ -119,7 +119,7 @@ def callback_class(package: str = "") -> type:
     raise ImportError("prepwatch.integrations.lightning needs lightning or pytorch-lightning installed")
 
 
-class _Prepwatch:
+class _Prepwatch(CallbackOptions):
     """Loop signals, validation recall and the input contract for a Lightning ``Trainer``.
 
     Args:
@@ -148,20 +148,11 @@ class _Prepwatch:
         **start_options: Any,
     ) -> None:
         super().__init__()
-        if inputs is not None and not (inputs is True or isinstance(inputs, str)):
-            raise TypeError(f"inputs= must be True or the name of a module keyword, got {inputs!r}")
-        if not (isinstance(class_recall, bool) or callable(class_recall)):
-            raise TypeError(f"class_recall= must be a bool or a callable, got {class_recall!r}")
-        self.run = run
-        self.class_recall = class_recall
-        self.class_health_options = dict(class_health or {})
-        self.inputs = inputs
-        self.inputs_options = dict(inputs_options or {})
-        self.batch_size = batch_size
-        self.start_options = start_options
-        self.watch: Optional[Watch] = None
-        self._marks: Optional[StepMarks] = None
-        self._handles: list[Any] = []
+        self._set_options(
+            run=run, class_recall=class_recall, class_health=class_health, inputs=inputs,
+            inputs_options=inputs_options, batch_size=batch_size, start_options=start_options,
+            keyword="module",
+        )
         self._eval_open = False
         self._patched_source: Any = None
 
