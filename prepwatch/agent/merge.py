@@ -33,7 +33,8 @@ def _mean(values: list[float]) -> float:
 
 # Every class-health family (prepwatch/checks/class_health/export.py), with the reduction
 # alerts/class_health.rules.yml applies across ranks: counts add up, recall and accuracy
-# are averaged, evaluation rounds, timestamps and the "rare" flag take the max. All of them
+# are averaged, evaluation rounds, timestamps and the "rare" flag take the max, the count of
+# pooled recent passes the min. All of them
 # lose `rank` together: the rules join recall and accuracy with prepwatch_eval_rounds_total
 # `on (job, instance, run, rank, split)`, which matches only while both sides agree on rank.
 REDUCERS: dict[str, Callable[[list[float]], float]] = {
@@ -48,6 +49,11 @@ REDUCERS: dict[str, Callable[[list[float]], float]] = {
     "prepwatch_eval_last_timestamp_seconds": max,
     "prepwatch_class_rare": max,
     "prepwatch_classes": max,
+    # the pooled last passes the rare-class rule compares (counts add up; the rule asks
+    # every rank for >= 2 passes, so the node keeps the fewest)
+    "prepwatch_class_recent_samples": sum,
+    "prepwatch_class_recent_correct": sum,
+    "prepwatch_eval_recent_passes": min,
 }
 
 
