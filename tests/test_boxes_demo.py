@@ -43,6 +43,9 @@ def test_healthy_extra_feeds_every_series_with_no_alarm(watch) -> None:
     extra.clips.budget = 1.0
     for step in range(220):
         extra.on_train_step(step, images, labels, logits)
+        # clips are measured on a background thread that skips new clips while busy; a
+        # loop with no training work would outrun it, so wait for each measurement
+        extra.clips.flush()
     extra.on_eval(images, labels, logits)
     extra.close()
     s = scrape(watch.url)
