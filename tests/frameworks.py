@@ -179,6 +179,12 @@ def hand_loop_images(watch: Any, model: torch.nn.Module, dataset: Any, *, batch_
             opt.zero_grad()
 
 
+def share_agrees(framework: dict[str, float], hands: list[dict[str, float]],
+                 rel: float = 0.10) -> bool:
+    shares = [h["share"] for h in hands]
+    return min(shares) * (1 - rel) <= framework["share"] <= max(shares) * (1 + rel)
+
+
 def assert_share_agrees(framework: dict[str, float], hands: list[dict[str, float]],
                         rel: float = 0.10) -> None:
     """The framework's data-wait share within ``rel`` of the hand-wrapped loop's.

@@ -16,6 +16,7 @@ from frameworks import (  # noqa: E402
     figures,
     hand_loop_images,
     input_bound,
+    share_agrees,
     tiny_cnn,
 )
 
@@ -77,17 +78,22 @@ def test_matches_hand_loop_with_validation(watch, tmp_path, accumulation):
 
     # Validation (slow) every 8 batches, sanity check and checkpoints on: none of it may
     # count as data wait or step time.
-    hands = []
-    for _ in range(2):  # hand, framework, hand: the two bracket the load the framework saw
-        before = figures(watch)
-        hand_loop_images(watch, tiny_cnn(), ImageDataset(N, SLOW), batch_size=BATCH,
-                         accumulation=accumulation)
-        hands.append(delta(figures(watch), before))
-        if len(hands) == 1:
+    # hand, framework, hand bracket the load; measured again (up to 3 times) while a
+    # shared machine's load swings the shares apart (a real disagreement fails every round)
+    for _attempt in range(3):
+        hands = []
+        for _ in range(2):
             before = figures(watch)
-            fit(PrepwatchCallback(), loader(ImageDataset(N, SLOW)), accumulation=accumulation,
-                val=loader(ImageDataset(32, 0.005, seed=1)), val_every=8, tmp_path=tmp_path)
-            lit = delta(figures(watch), before)
+            hand_loop_images(watch, tiny_cnn(), ImageDataset(N, SLOW), batch_size=BATCH,
+                             accumulation=accumulation)
+            hands.append(delta(figures(watch), before))
+            if len(hands) == 1:
+                before = figures(watch)
+                fit(PrepwatchCallback(), loader(ImageDataset(N, SLOW)), accumulation=accumulation,
+                    val=loader(ImageDataset(32, 0.005, seed=1)), val_every=8, tmp_path=tmp_path)
+                lit = delta(figures(watch), before)
+        if share_agrees(lit, hands):
+            break
     hand = hands[0]
     for key in ("steps", "samples", "waits", "periods", "first"):
         assert lit[key] == hand[key], (key, lit, hand)
