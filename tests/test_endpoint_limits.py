@@ -163,6 +163,21 @@ def test_concurrent_scrapes_share_one_render_and_a_lone_scrape_is_fresh():
         server.close()
 
 
+def test_an_idle_open_connection_does_not_make_a_lone_scrape_share():
+    """Sharing follows scrapes in flight, not open sockets (keep-alive, half-closed peers)."""
+    collector = SlowCollector()
+    server = MetricsServer(collector, port=0)
+    idle = socket.create_connection((server.host, server.port))
+    try:
+        wait_for(lambda: server._httpd.active_connections() >= 1, timeout=10)
+        for expected in (1, 2, 3):
+            urllib.request.urlopen(server.url, timeout=30).read()
+            assert collector.calls == expected
+    finally:
+        idle.close()
+        server.close()
+
+
 def _children(pid: int) -> list[int]:
     out = []
     for task in os.listdir(f"/proc/{pid}/task"):

@@ -104,10 +104,6 @@ class MetricsServer:
         )
         self._thread.start()
 
-    def concurrent(self) -> bool:
-        """Whether other connections are open now (their scrapes may share a render)."""
-        return self._httpd.active_connections() > 1
-
     @property
     def url(self) -> str:
         host = f"[{self.host}]" if ":" in str(self.host) else self.host
@@ -219,7 +215,7 @@ def _make_handler(server: MetricsServer) -> type[BaseHTTPRequestHandler]:
                 return gzip.compress(body, compresslevel=3) if gz and len(body) > 1024 else body
             if names:  # filtered requests are rare and unbounded in variety: never shared
                 return 200, ctype, final()
-            return 200, ctype, server.renders.get((ctype, gz), final, server.concurrent())
+            return 200, ctype, server.renders.get((ctype, gz), final)
 
         def _artifact(self, rel: str) -> tuple[int, str, bytes]:
             root = server.artifacts_root

@@ -2,9 +2,11 @@
 
 Fifty scrapers hitting a training process' endpoint at once would each render the whole
 registry while holding the GIL the training loop needs. A scrape that arrives while other
-connections are open is served the body rendered for the same request less than
+scrape is being served is given the body rendered for the same request less than
 ``max_age`` seconds ago, or waits for the render already running (single flight). A scrape
 alone on the server always renders afresh, so a sequential reader never sees an old value.
+"Alone" counts scrapes in flight, not open connections: a connection that has sent its
+response but not yet closed (or an idle keep-alive one) does not make the next scrape share.
 """
 
 from __future__ import annotations
@@ -26,11 +28,24 @@ class SharedRender:
         self._lock = threading.Lock()
         self._bodies: dict[Hashable, tuple[float, bytes]] = {}
         self._running: dict[Hashable, threading.Event] = {}
+        self._in_flight = 0
 
-    def get(self, key: Hashable, render: Callable[[], bytes], share: bool) -> bytes:
-        """``render()``'s body, or a fresh enough one for ``key`` when ``share``."""
-        if not share:
-            return self._render(key, render)
+    def get(self, key: Hashable, render: Callable[[], bytes]) -> bytes:
+        """``render()``'s body, or a fresh enough one for ``key`` while other scrapes run."""
+        with self._lock:
+            share = self._in_flight > 0
+            self._in_flight += 1
+        try:
+            if not share:  # alone: nothing runs, so this render leads any that arrive during it
+                with self._lock:
+                    self._running[key] = threading.Event()
+                return self._lead(key, render)
+            return self._shared(key, render)
+        finally:
+            with self._lock:
+                self._in_flight -= 1
+
+    def _shared(self, key: Hashable, render: Callable[[], bytes]) -> bytes:
         with self._lock:
             now = time.monotonic()
             slot = max(now, self._next_slot)
@@ -49,6 +64,9 @@ class SharedRender:
             with self._lock:
                 cached = self._fresh(key)
             return cached if cached is not None else self._render(key, render)
+        return self._lead(key, render)
+
+    def _lead(self, key: Hashable, render: Callable[[], bytes]) -> bytes:
         try:
             return self._render(key, render)
         finally:
