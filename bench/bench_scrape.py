@@ -42,6 +42,16 @@ def _scrape_ms(url: str, n: int = 7) -> tuple[float, int]:
     return statistics.median(times) * 1e3, size
 
 
+def _paired_ms(direct: str, agent: str, n: int = 15) -> tuple[float, float]:
+    """Median scrape times of both endpoints, taken in alternation so that both see the
+    same machine (a busy machine's load moves both, not their ratio)."""
+    a, b = [], []
+    for _ in range(n):
+        a.append(_scrape_ms(direct, 1)[0])
+        b.append(_scrape_ms(agent, 1)[0])
+    return statistics.median(a), statistics.median(b)
+
+
 def run(quick: bool = False) -> dict:
     from datasets import TensorPairs
     from test_sources_gpu import FakeNvmlSeam
@@ -77,8 +87,8 @@ def run(quick: bool = False) -> dict:
             for _ in loader:
                 pass
         epoch_s = (time.perf_counter() - t0) / (epochs - 1)
-        last_direct, lines_after = _scrape_ms(watch.url)
-        last_agent, _ = _scrape_ms(agent.url)
+        _, lines_after = _scrape_ms(watch.url, 1)
+        last_direct, last_agent = _paired_ms(watch.url, agent.url)
     finally:
         link.close()
         agent.close()
@@ -90,6 +100,7 @@ def run(quick: bool = False) -> dict:
         "epochs": epochs, "epoch_with_8_worker_restarts_s": epoch_s,
         "scrape_ms_direct_epoch1": first_direct, "scrape_ms_direct_last": last_direct,
         "scrape_ms_agent_epoch1": first_agent, "scrape_ms_agent_last": last_agent,
+        "agent_vs_direct_last": last_agent / last_direct,
     }
 
 

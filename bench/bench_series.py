@@ -2,10 +2,11 @@
 
 One real rank is built (loop and worker timings from a DataLoader with workers, class
 health with 1000 classes x 2 splits flushed, the collective timer of watch.ddp), its
-snapshot is taken in the agent's wire format, and N ranks are simulated by serving that
-snapshot under N identities, 8 ranks per node agent. Counted: sample lines a run exports
-at 1, 8 and 64 ranks, with the class series merged per node (the agent's default) and per
-rank (as before). Timed: the agent's merge and render of its local ranks' snapshots.
+registry is rendered in the agent's wire format under N identities to simulate N ranks, 8
+ranks per node agent. Counted: sample lines a run exports at 1, 8 and 64 ranks, with the
+class series merged per node (the agent's default) and per rank (as before). Timed, at 1,
+8 and 16 local ranks: the agent's work per scrape (check every snapshot, merge the class
+series, assemble the text), against a direct scrape's render of one rank.
 
     python bench/bench_series.py
 """
@@ -25,23 +26,12 @@ sys.path.insert(0, str(ROOT / "tests"))
 RANKS_PER_NODE = 8
 
 
-class _Merged:
-    def __init__(self, sources):
-        self._sources = sources
-
-    def collect(self):
-        from prepwatch.exporter import snapshot
-
-        return snapshot.merge(self._sources)
-
-
 def _one_rank():
     import torch
     from datasets import TensorPairs
     from torch.utils.data import DataLoader
 
     from prepwatch.context import Context
-    from prepwatch.exporter import snapshot
     from prepwatch.hooks.collective import CollectiveTimer
     from prepwatch.identity import Identity
     from prepwatch.watch import Watch
@@ -58,29 +48,43 @@ def _one_rank():
         with health.evaluation("eval"):
             health.eval_predictions(torch.randint(0, 1000, (256,)), torch.randint(0, 1000, (256,)))
     health.flush(60)
-    payload = snapshot.encode(ctx.registry, {"run": "bench", "rank": 0})
     watch.stop()
-    return payload
+    return ctx.registry
 
 
 def _lines(body: bytes) -> int:
     return sum(1 for line in body.splitlines() if line and not line.startswith(b"#"))
 
 
-def _sources(payload: bytes, ranks: range):
+def _payloads(registry, ranks: range) -> list[bytes]:
     from prepwatch.exporter import snapshot
 
-    return [({"run": "bench", "rank": str(r)}, snapshot.decode(payload)[1]) for r in ranks]
+    return [snapshot.encode(registry, {"run": "bench", "rank": r}) for r in ranks]
+
+
+def _agent_body(payloads: list[bytes], merge: bool = True) -> bytes:
+    """What the agent does per scrape once the ranks' snapshots arrived."""
+    from prepwatch.agent import exposition, snapshot_validation
+    from prepwatch.agent.merge import collapse_class_series
+
+    sources = [snapshot_validation.decode(p) for p in payloads]
+    return exposition.render(collapse_class_series(sources) if merge else sources, [])
+
+
+def _median_ms(fn, n: int) -> float:
+    times = []
+    for _ in range(n):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times) * 1e3
 
 
 def run(quick: bool = False) -> dict:
-    from prepwatch.agent.merge import collapse_class_series
-    from prepwatch.exporter import snapshot
     from prepwatch.exporter.text import encode_text
 
-    payload = _one_rank()
-    _, metrics = snapshot.decode(payload)
-    body = encode_text(_Merged([({"run": "bench", "rank": "0"}, metrics)]))
+    registry = _one_rank()
+    body = _agent_body(_payloads(registry, range(1)), merge=False)
     per_family: Counter[str] = Counter()
     for line in body.decode().splitlines():
         if line and not line.startswith("#"):
@@ -89,24 +93,21 @@ def run(quick: bool = False) -> dict:
     for ranks in (1, 8, 64):
         merged = per_rank = 0
         for node in range(0, ranks, RANKS_PER_NODE):
-            sources = _sources(payload, range(node, min(ranks, node + RANKS_PER_NODE)))
-            per_rank += _lines(encode_text(_Merged(sources)))
-            merged += _lines(encode_text(_Merged(collapse_class_series(sources))))
+            payloads = _payloads(registry, range(node, min(ranks, node + RANKS_PER_NODE)))
+            per_rank += _lines(_agent_body(payloads, merge=False))
+            merged += _lines(_agent_body(payloads))
         results[f"series_per_run_{ranks}_ranks"] = {"class_series_per_node": merged,
                                                     "class_series_per_rank": per_rank}
     n = 3 if quick else 7
+    direct = _median_ms(lambda: encode_text(registry, {"run": "bench", "rank": "0"}), n)
+    results["direct_render_one_rank_ms"] = direct
     for local in (1, 8, 16):
-        sources = _sources(payload, range(local))
-        timings = {}
-        for mode, fn in (("merged_per_node", lambda s=sources: _Merged(collapse_class_series(s))),
-                         ("per_rank", lambda s=sources: _Merged(s))):
-            times = []
-            for _ in range(n):
-                t0 = time.perf_counter()
-                encode_text(fn())
-                times.append(time.perf_counter() - t0)
-            timings[f"{mode}_ms"] = statistics.median(times) * 1e3
-        results[f"agent_merge_render_{local}_local_ranks"] = timings
+        payloads = _payloads(registry, range(local))
+        agent = _median_ms(lambda p=payloads: _agent_body(p), n)
+        results[f"agent_{local}_local_ranks"] = {
+            "agent_ms": agent, "per_rank_ms": agent / local,
+            "agent_vs_direct_one_rank": agent / direct,
+        }
     results["per_family"] = dict(sorted(per_family.items(), key=lambda kv: -kv[1]))
     return results
 

@@ -69,34 +69,67 @@ class FakeRank:
         self.sock.close()
 
 
-def snap(identity=None, families=None) -> bytes:
+def snap(identity=None, families=None, lengths=None, body=None) -> bytes:
+    """A snapshot in the wire format (prepwatch/exporter/snapshot.py), each part overridable."""
     identity = {"run": "bad", "rank": 0} if identity is None else identity
-    families = [["prepwatch_steps", "counter", "Steps.", "", [["prepwatch_steps_total", {}, 5]]]] \
+    families = fam(name="prepwatch_steps", sname="prepwatch_steps_total", mtype="counter", value=5) \
         if families is None else families
-    return json.dumps({"v": 1, "identity": identity, "families": families}).encode()
+    text = "".join(f[5] for f in families) if body is None else body
+    head = [[*f[:5], len(f[5]) if lengths is None else lengths] for f in families]
+    return json.dumps({"v": 2, "identity": identity, "families": head}).encode() + b"\n" + \
+        (text.encode() if isinstance(text, str) else text)
 
 
-def fam(name="prepwatch_thing", labels=None, value=1, doc="Thing.", sname=None, mtype="gauge"):
-    return [[name, mtype, doc, "", [[sname or name, labels or {}, value]]]]
+def fam(name="prepwatch_thing", labels=None, value=1, doc="Thing.", sname=None, mtype="gauge",
+        label_names=None, ident='run="bad",rank="0"', end="\n"):
+    """One family [name, type, help, unit, label_names, lines], its line written naively
+    (no escaping), as a hostile rank could send it."""
+    labels = labels or {}
+    own = "".join(f',{k}="{v}"' for k, v in labels.items())
+    line = f"{sname or name}{{{ident}{own}}} {value}{end}"
+    names = [list(labels)] if label_names is None else label_names
+    return [[name, mtype, doc, "", names, line]]
 
 
 BAD = {
     "identity_not_a_dict": snap(identity="rank0"),
     "identity_without_run": snap(identity={"rank": 0}),
-    "labels_not_a_dict": snap(families=fam(labels=["a", "b"])),
-    "label_value_int": snap(families=fam(labels={"split": 5})),
-    "label_value_null": snap(families=fam(labels={"split": None})),
+    "label_names_not_lists": snap(families=fam(labels={"split": "a"}, label_names=["split"])),
+    "label_not_declared": snap(families=fam(labels={"split": "a"}, label_names=[[]])),
+    "label_named_twice": snap(families=[["prepwatch_thing", "gauge", "T.", "", [["a", "a"]],
+                                         'prepwatch_thing{run="bad",rank="0",a="1",a="2"} 1\n']]),
+    "label_value_unescaped_quote": snap(families=fam(labels={"split": 'a"b'})),
+    "label_value_forges_a_line": snap(families=fam(
+        labels={"split": 'x"} 1\nprepwatch_forged{run="bad",rank="0",split="y'})),
     "help_not_a_string": snap(families=fam(doc=5)),
     "label_name_injection": snap(families=fam(labels={'a="x"} 1\nprepwatch_forged{b': "y"})),
     "metric_name_newline": snap(families=fam(name="prepwatch_x\nprepwatch_forged", sname="prepwatch_x")),
     "label_run_overrides_identity": snap(families=fam(labels={"run": "someone_else"})),
+    "another_ranks_identity": snap(families=fam(ident='run="someone_else",rank="0"')),
     "agent_family": snap(families=fam(name="prepwatch_agent_ranks")),
     "sample_of_another_family": snap(families=fam(sname="prepwatch_forged")),
-    "value_string": snap(families=fam(value="1")),
-    "not_json": b"{\"v\": 1, \"identity\"",
-    "too_many_series": snap(families=[["prepwatch_many", "gauge", "M.", "", [
-        ["prepwatch_many", {"i": str(i)}, 1] for i in range(MAX_SERIES + 1)]]]),
+    "value_not_a_number": snap(families=fam(value="forged")),
+    "line_without_newline": snap(families=fam(end="")),
+    "line_too_long": snap(families=fam(labels={"split": "x" * 20000})),
+    "lengths_do_not_add_up": snap(lengths=3),
+    "text_not_utf8": snap(body=b"\xff\xfe" * 20),
+    "not_json": b"{\"v\": 2, \"identity\"\n",
+    "too_many_series": snap(families=[["prepwatch_many", "gauge", "M.", "", [["i"]], "".join(
+        f'prepwatch_many{{run="bad",rank="0",i="{i}"}} 1\n' for i in range(MAX_SERIES + 1))]]),
 }
+
+
+def test_the_fixture_snapshot_itself_is_served(agent_with_good_rank):
+    """The hostile cases above differ from a snapshot the agent serves in one thing each."""
+    agent = agent_with_good_rank
+    fine = FakeRank(agent.state_dir / "ranks", "4000009",
+                    snap(families=fam(labels={"split": 'a \\"b\\" c'})))
+    try:
+        s = scrape(agent.url, timeout=30)
+        assert value(s, "prepwatch_thing", run="bad", rank="0", split='a "b" c') == 1
+        assert value(s, "prepwatch_agent_rank_drops_total", reason="invalid_snapshot") is None
+    finally:
+        fine.close()
 
 
 @pytest.fixture

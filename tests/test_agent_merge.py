@@ -7,45 +7,44 @@ import os
 import pytest
 from helpers import parse, value
 
+from prepwatch.agent import exposition, snapshot_validation
 from prepwatch.agent.merge import collapse_class_series
 from prepwatch.context import Context
 from prepwatch.exporter import snapshot
-from prepwatch.exporter.text import encode_text
 from prepwatch.identity import Identity
 
 torch = pytest.importorskip("torch")
 
 
-class _Merged:
-    def __init__(self, sources):
-        self._sources = sources
-
-    def collect(self):
-        return snapshot.merge(self._sources)
+def served(sources) -> bytes:
+    """The agent's exposition of ``sources`` (nothing of its own)."""
+    return exposition.render(sources, [])
 
 
-def _rank(rank: int, seed: int):
+def _rank(rank: int, seed: int, classes: int = 5):
     from prepwatch.checks.class_health import ClassHealth
 
     ctx = Context.create(Identity(run="job", rank=rank))
-    health = ClassHealth(ctx, num_classes=5)
+    health = ClassHealth(ctx, num_classes=classes)
     g = torch.Generator().manual_seed(seed)
     for _ in range(4):
-        health.train_predictions(torch.randn(32, 5, generator=g), torch.randint(0, 5, (32,), generator=g))
+        health.train_predictions(torch.randn(32, classes, generator=g),
+                                 torch.randint(0, classes, (32,), generator=g))
     with health.evaluation("eval"):
-        health.eval_predictions(torch.randn(40, 5, generator=g), torch.randint(0, 5, (40,), generator=g))
+        health.eval_predictions(torch.randn(40, classes, generator=g),
+                                torch.randint(0, classes, (40,), generator=g))
     assert health.flush(30)
     # the wire format the agent receives from a rank
-    identity, metrics = snapshot.decode(snapshot.encode(ctx.registry, {"run": "job", "rank": rank,
-                                                                       "pid": os.getpid()}))
+    identity, families = snapshot_validation.decode(
+        snapshot.encode(ctx.registry, {"run": "job", "rank": rank, "pid": os.getpid()}))
     health.close()
-    return {"run": "job", "rank": str(rank)}, metrics
+    return identity, families
 
 
 def test_class_series_are_merged_across_ranks_with_the_rules_reductions():
     sources = [_rank(r, seed=r) for r in range(3)]
-    per_rank = parse(encode_text(_Merged(sources)).decode())
-    merged = parse(encode_text(_Merged(collapse_class_series(sources))).decode())
+    per_rank = parse(served(sources).decode())
+    merged = parse(served(collapse_class_series(sources)).decode())
 
     def names(samples, name):
         return [dict(lab) for (n, lab) in samples if n == name]
@@ -72,7 +71,7 @@ def test_class_series_are_merged_across_ranks_with_the_rules_reductions():
     # the loop's families stay per rank
     assert {lab.get("rank") for lab in names(merged, "prepwatch_internal_errors_total")} == {"0", "1", "2"}
     # one HELP/TYPE per family in the merged exposition
-    body = encode_text(_Merged(collapse_class_series(sources))).decode()
+    body = served(collapse_class_series(sources)).decode()
     types = [line.split()[2] for line in body.splitlines() if line.startswith("# TYPE ")]
     assert len(types) == len(set(types))
 
@@ -84,8 +83,8 @@ def test_without_class_series_nothing_changes():
 
 def test_one_rank_keeps_its_values_and_loses_only_the_rank_label():
     sources = [_rank(0, seed=0)]
-    per_rank = parse(encode_text(_Merged(sources)).decode())
-    merged = parse(encode_text(_Merged(collapse_class_series(sources))).decode())
+    per_rank = parse(served(sources).decode())
+    merged = parse(served(collapse_class_series(sources)).decode())
     def health(name: str) -> bool:
         return name.startswith(("prepwatch_class", "prepwatch_accuracy", "prepwatch_eval"))
 
@@ -93,3 +92,17 @@ def test_one_rank_keeps_its_values_and_loses_only_the_rank_label():
              if health(n)}
     got = {k: v for k, v in merged.items() if health(k[0])}
     assert got == strip and got
+
+
+def test_ranks_with_different_series_are_merged_series_by_series():
+    """Ranks usually export the same classes in the same order (reduced column-wise); a
+    rank with another class count takes the line-by-line path, with the same result."""
+    sources = [_rank(0, seed=0, classes=5), _rank(1, seed=1, classes=7)]
+    per_rank = parse(served(sources).decode())
+    merged = parse(served(collapse_class_series(sources)).decode())
+    for c in range(7):
+        before = [value(per_rank, "prepwatch_class_samples_total", split="train", rank=str(r),
+                        **{"class": str(c)}) for r in range(2)]
+        got = value(merged, "prepwatch_class_samples_total", split="train", **{"class": str(c)})
+        assert got == sum(v for v in before if v is not None)
+        assert (c >= 5) == (before[0] is None)

@@ -94,13 +94,14 @@ def test_a_planted_identity_temp_symlink_is_not_followed(tmp_path, victim):
 
 FORGER = textwrap.dedent("""
     import json, socket, sys
-    snap = {"v": 1, "identity": {"run": "p2good", "rank": 0}, "families": [
-        ["prepwatch_steps", "counter", "Steps.", "", [["prepwatch_steps_total", {}, 999999]]]]}
+    line = 'prepwatch_steps_total{run="p2good",rank="0"} 999999\\n'
+    snap = json.dumps({"v": 2, "identity": {"run": "p2good", "rank": 0}, "families": [
+        ["prepwatch_steps", "counter", "Steps.", "", [[]], len(line)]]}) + "\\n" + line
     srv = socket.socket(socket.AF_UNIX)
     srv.bind(sys.argv[1]); srv.listen()
     print("ready", flush=True)
     while True:
-        conn, _ = srv.accept(); conn.sendall(json.dumps(snap).encode()); conn.close()
+        conn, _ = srv.accept(); conn.sendall(snap.encode()); conn.close()
 """)
 
 

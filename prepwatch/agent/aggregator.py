@@ -12,11 +12,14 @@ from pathlib import Path
 from typing import Any, Callable, Iterator, Optional
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.parser import text_string_to_metric_families
 
-from prepwatch.agent import snapshot_validation
+from prepwatch.agent import exposition, snapshot_validation
 from prepwatch.agent.merge import collapse_class_series
 from prepwatch.agent.rank_reader import RankDropped, read_rank
-from prepwatch.exporter import snapshot
+from prepwatch.exporter.snapshot import Family, families_of
+
+Source = tuple[dict[str, str], list[Family]]
 
 GONE_MEMORY_SECONDS = 600.0  # how long a vanished rank keeps exporting prepwatch_rank_up 0
 # Why a rank is down (the `reason` label of prepwatch_rank_up 0): a bounded set.
@@ -79,7 +82,7 @@ class RankAggregator:
         except OSError:
             return []
 
-    def _fetch(self, path: Path) -> Optional[tuple[dict[str, Any], list[Metric]]]:
+    def _fetch(self, path: Path) -> Optional[tuple[dict[str, Any], list[Family]]]:
         try:
             return snapshot_validation.decode(read_rank(path, self._timeout))
         except RankDropped as exc:
@@ -110,12 +113,20 @@ class RankAggregator:
             self._on_error("aggregator", exc)
             return None
 
-    def collect(self) -> Iterator[Metric]:
+    def render_text(self, names: Optional[set[str]] = None) -> bytes:
+        """The node's exposition in the text format: the ranks' own rendered lines,
+        checked and concatenated, class series merged per node (agent/merge.py)."""
         with self._collect_lock:
-            metrics = list(self._collect())
-        yield from metrics
+            sources, own = self._gather()
+        return exposition.render(collapse_class_series(sources), own, names)
 
-    def _collect(self) -> Iterator[Metric]:
+    def collect(self) -> Iterator[Metric]:
+        """The same exposition as metric objects, for in-process readers (the summary's
+        series recorder, the demo's status line), parsed from the text it serves."""
+        yield from text_string_to_metric_families(self.render_text().decode("utf-8"))
+
+    def _gather(self) -> tuple[list[Source], list[Metric]]:
+        """(families of every source, the agent's own metrics about its ranks)."""
         try:
             paths = sorted(self.ranks_dir.glob("*.sock"))
         except OSError as exc:
@@ -124,11 +135,11 @@ class RankAggregator:
         self._down = {}
         self._notice_vanished_sockets({p.name for p in paths})
         results = list(self._pool.map(self._fetch, paths)) if paths else []
-        sources: list[tuple[dict[str, str], list[Metric]]] = []
+        sources: list[Source] = []
         if self._local is not None:
             labels, collector = self._local
             try:
-                sources.append((labels, list(collector.collect())))
+                sources.append((labels, families_of(collector, labels)))
             except Exception as exc:
                 self._on_error("aggregator", exc)
         up = GaugeMetricFamily(
@@ -141,7 +152,7 @@ class RankAggregator:
         for path, result in zip(paths, results):
             if result is None:
                 continue
-            identity, metrics = result
+            identity, families = result
             self._known[path.name] = identity
             labels = {"run": str(identity["run"]), "rank": str(identity["rank"])}
             key = (labels["run"], labels["rank"])
@@ -154,7 +165,7 @@ class RankAggregator:
                     "and each rank its RANK"))
                 continue
             live.add(key)
-            sources.append((labels, metrics))
+            sources.append((labels, families))
         for run, rank in sorted(live):
             up.add_metric([run, rank, ""], 1.0)
             self._gone.pop((run, rank), None)
@@ -168,8 +179,7 @@ class RankAggregator:
         for (run, rank), why in sorted(down.items()):
             if (run, rank) not in live:
                 up.add_metric([run, rank, why], 0.0)
-        yield from snapshot.merge(collapse_class_series(sources))  # class series per node
-        yield up
+        own: list[Metric] = [up]
         drops = CounterMetricFamily(
             "prepwatch_agent_rank_drops",
             "Times a registered rank was left out of a scrape, by reason (timeout: it did not "
@@ -178,10 +188,11 @@ class RankAggregator:
         )
         for reason, count in sorted(self._drops.items()):
             drops.add_metric([reason], count)
-        yield drops
-        yield GaugeMetricFamily(
+        own.append(drops)
+        own.append(GaugeMetricFamily(
             "prepwatch_agent_ranks", "Ranks currently registered with this agent.", value=len(live)
-        )
+        ))
+        return sources, own
 
     def _notice_vanished_sockets(self, present: set[str]) -> None:
         """A rank whose socket disappeared while its process lives (the state directory was

@@ -19,12 +19,15 @@ rules' joins on ``rank`` still match); the loop, workers and collectives stay pe
 
 from __future__ import annotations
 
+import re
 from typing import Callable, Iterable
 
-from prometheus_client.core import Metric
-from prometheus_client.samples import Sample
+import numpy as np
 
-Source = tuple[dict[str, str], list[Metric]]
+from prepwatch.exporter.snapshot import Family
+from prepwatch.exporter.text import _number, label_prefix
+
+Source = tuple[dict[str, str], list[Family]]
 
 
 def _mean(values: list[float]) -> float:
@@ -60,61 +63,73 @@ REDUCERS: dict[str, Callable[[list[float]], float]] = {
 def collapse_class_series(sources: Iterable[Source]) -> list[Source]:
     """``sources`` with every class-health family's samples merged across sources.
 
-    Each source is (identity labels, metrics) as the aggregator holds them. Merged samples
-    keep ``run`` (and every label of their own) and drop ``rank``; they come back as one
-    extra source with no identity labels of its own.
+    Each source is (identity labels, families) as the aggregator holds them, every line
+    labelled with its source's identity first. Merged lines keep ``run`` (and every label
+    of their own) and drop ``rank``; they come back as one extra source.
     """
     sources = list(sources)
-    holders = [labels for labels, metrics in sources if any(m.name in REDUCERS for m in metrics)]
+    holders = [labels for labels, families in sources if any(f.name in REDUCERS for f in families)]
     if not holders:
         return sources
-    if len(holders) == 1:  # one rank: nothing to add up; its families move whole, without rank
-        return _without_rank(sources)
     out: list[Source] = []
-    families: dict[str, Metric] = {}
-    groups: dict[tuple[str, str, tuple[tuple[str, str], ...]], list[float]] = {}
-    for labels, metrics in sources:
-        kept: list[Metric] = []
-        run = labels.get("run", "")
-        for metric in metrics:
-            if metric.name not in REDUCERS:
-                kept.append(metric)
+    moved: dict[str, list[Family]] = {}
+    for labels, families in sources:
+        kept: list[Family] = []
+        for family in families:
+            if family.name not in REDUCERS:
+                kept.append(family)
                 continue
-            for s in metric.samples:
-                key = (metric.name, s.name, (("run", run), *s.labels.items()))
-                values = groups.get(key)
-                if values is None:
-                    groups[key] = [s.value]
-                    if metric.name not in families:
-                        families[metric.name] = Metric(
-                            metric.name, metric.documentation, metric.type, metric.unit
-                        )
-                else:
-                    values.append(s.value)
-        out.append((labels, kept))
-    if not groups:
-        return out
-    for (family, sample_name, label_items), values in groups.items():
-        families[family].samples.append(
-            Sample(sample_name, dict(label_items), REDUCERS[family](values))
-        )
-    out.append(({}, list(families.values())))
-    return out
-
-
-def _without_rank(sources: list[Source]) -> list[Source]:
-    """The single holder's class families, moved whole into a source labelled only ``run``."""
-    out: list[Source] = []
-    moved: list[Metric] = []
-    run = ""
-    for labels, metrics in sources:
-        kept = []
-        for metric in metrics:
-            if metric.name in REDUCERS:
-                moved.append(metric)
-                run = labels.get("run", "")
+            first = moved.setdefault(family.name, [family])[0]
+            if family is not first and family.type != first.type:
+                continue  # a conflicting definition from another rank: keep the first
+            lines = _without_rank(family.lines, labels)
+            if family is first:
+                moved[family.name][0] = family._replace(lines=lines)
             else:
-                kept.append(metric)
+                moved[family.name].append(family._replace(lines=lines))
         out.append((labels, kept))
-    out.append(({"run": run}, moved))
+    merged = [group[0] if len(group) == 1 else _reduced(group) for group in moved.values()]
+    out.append(({"run": holders[0].get("run", "")} if len(holders) == 1 else {}, merged))
     return out
+
+
+def _without_rank(lines: str, labels: dict[str, str]) -> str:
+    """``lines`` with the ``rank`` label cut from each label set (it comes right after
+    ``run``: the rank renders its identity first, and validation checked that it did)."""
+    if "rank" not in labels:
+        return lines
+    ident = label_prefix({"run": labels.get("run", ""), "rank": labels["rank"]})
+    return lines.replace("{" + ident, "{" + label_prefix({"run": labels.get("run", "")}))
+
+
+_SAMPLE = re.compile(r"(.*\}) (\S+)(?: \S+)?\n")  # label set, value (a timestamp is dropped)
+_ARRAY_REDUCERS: dict[Callable[[list[float]], float], Callable[..., np.ndarray]] = {
+    sum: np.sum, _mean: np.mean, max: np.max, min: np.min,
+}
+
+
+def _reduced(group: list[Family]) -> Family:
+    """One family whose every series is the family's reduction over the group's lines.
+
+    Ranks of one job export the same classes in the same order, so the usual case is a
+    column-wise reduction of equal-length value arrays; series that differ between ranks
+    fall back to grouping line by line."""
+    reduce: Callable[[list[float]], float] = REDUCERS[group[0].name]
+    parsed = [tuple(zip(*_SAMPLE.findall(family.lines))) or ((), ()) for family in group]
+    keys = parsed[0][0]
+    if all(p[0] == keys for p in parsed):
+        columns = np.array([p[1] for p in parsed], dtype=np.float64)
+        merged = _ARRAY_REDUCERS[reduce](columns, axis=0)
+        lines = "".join(f"{key} {_number(v)}\n" for key, v in zip(keys, merged.tolist()))
+        return group[0]._replace(lines=lines)
+    values: dict[str, list[float]] = {}
+    for family_keys, family_values in parsed:
+        for key, value in zip(family_keys, family_values):
+            held = values.get(key)
+            if held is None:
+                values[key] = [float(value)]
+            else:
+                held.append(float(value))
+    return group[0]._replace(
+        lines="".join(f"{key} {_number(reduce(vals))}\n" for key, vals in values.items())
+    )

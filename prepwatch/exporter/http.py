@@ -192,22 +192,9 @@ def _make_handler(server: MetricsServer) -> type[BaseHTTPRequestHandler]:
 
         def _metrics(self, query: str) -> tuple[int, str, bytes]:
             """The exposition, gzipped when asked and over 1 KiB (the gzip magic says so)."""
-            encoder, ctype = choose_encoder(self.headers.get("Accept", ""))
-            collector = server.collector
             names = parse_qs(query).get("name[]")
-            if names:
-                collector = _Restricted(collector, set(names))
-            if ctype.startswith("text/plain"):
-                ctype = TEXT_CONTENT_TYPE
-
-                def render() -> bytes:
-                    return encode_text(collector, server.const_labels)
-            else:
-                if server.const_labels:  # OpenMetrics: prometheus_client's encoder, labels by copy
-                    collector = LabelledView(collector, server.const_labels)
-
-                def render() -> bytes:
-                    return encoder(collector)
+            ctype, render = _renderer(server.collector, self.headers.get("Accept", ""),
+                                      set(names) if names else None, server.const_labels)
             gz = self._wants_gzip()
 
             def final() -> bytes:
@@ -237,6 +224,24 @@ def _make_handler(server: MetricsServer) -> type[BaseHTTPRequestHandler]:
             return 200, ctype, target.read_bytes()
 
     return Handler
+
+
+def _renderer(
+    collector: Any, accept: str, names: Optional[set[str]], const_labels: dict[str, str]
+) -> tuple[str, Callable[[], bytes]]:
+    """(content type, render) for a scrape: the node agent's own text; else our text
+    encoder, or prometheus_client's OpenMetrics one when the scraper prefers it."""
+    render_text = getattr(collector, "render_text", None)
+    if render_text is not None:  # the agent serves the text its ranks rendered, as text
+        return TEXT_CONTENT_TYPE, lambda: render_text(names)
+    if names:
+        collector = _Restricted(collector, names)
+    encoder, ctype = choose_encoder(accept)
+    if ctype.startswith("text/plain"):
+        return TEXT_CONTENT_TYPE, lambda: encode_text(collector, const_labels)
+    if const_labels:  # OpenMetrics: prometheus_client's encoder, labels by copy
+        collector = LabelledView(collector, const_labels)
+    return ctype, lambda: encoder(collector)
 
 
 class _Restricted:

@@ -35,36 +35,53 @@ def _number(value: float) -> str:
     return repr(float(value))
 
 
-def encode_text(collector: Any, const_labels: Optional[Mapping[str, str]] = None) -> bytes:
-    const = dict(const_labels or {})
-    prefix = ",".join(f'{k}="{_escape(str(v))}"' for k, v in const.items())
-    const_keys = set(const)
+def label_prefix(labels: Mapping[str, Any]) -> str:
+    """``k="v",...`` for labels rendered first in every label set (identity labels)."""
+    return ",".join(f'{k}="{_escape(str(v))}"' for k, v in labels.items())
+
+
+def family_header(name: str, mtype: str, documentation: str) -> str:
+    """The HELP and TYPE lines of a family as prometheus_client names them."""
+    if mtype == "counter":
+        name += "_total"
+    elif mtype == "info":
+        name += "_info"
+    doc = documentation.replace("\\", r"\\").replace("\n", r"\n")
+    return f"# HELP {name} {doc}\n# TYPE {name} {_TYPES.get(mtype, 'untyped')}\n"
+
+
+def family_lines(metric: Any, const: Mapping[str, Any], prefix: str) -> str:
+    """The sample lines of one family; ``prefix`` is ``label_prefix(const)``.
+
+    A sample's own label named like a constant one wins (as LabelledView does)."""
+    const_keys = const.keys()
     out: list[str] = []
     append = out.append
-    for metric in collector.collect():
-        name = metric.name
-        mtype = metric.type
-        if mtype == "counter":
-            name += "_total"
-        elif mtype == "info":
-            name += "_info"
-        doc = metric.documentation.replace("\\", r"\\").replace("\n", r"\n")
-        append(f"# HELP {name} {doc}\n# TYPE {name} {_TYPES.get(mtype, 'untyped')}\n")
-        for s in metric.samples:
-            sname = s.name
-            if sname.endswith("_created"):
-                continue
-            labels = s.labels
-            if labels:
-                if const_keys and not const_keys.isdisjoint(labels):
-                    own = ",".join(f'{k}="{_escape(str(v))}"' for k, v in {**const, **labels}.items())
-                else:
-                    own = ",".join(f'{k}="{_escape(v)}"' for k, v in labels.items())
-                    if prefix:
-                        own = f"{prefix},{own}"
-                labelstr = "{" + own + "}"
+    for s in metric.samples:
+        sname = s.name
+        if sname.endswith("_created"):
+            continue
+        labels = s.labels
+        if labels:
+            if const_keys and not const_keys.isdisjoint(labels):
+                own = ",".join(f'{k}="{_escape(str(v))}"' for k, v in {**const, **labels}.items())
             else:
-                labelstr = "{" + prefix + "}" if prefix else ""
-            ts = f" {int(s.timestamp * 1000)}" if s.timestamp is not None else ""
-            append(f"{sname}{labelstr} {_number(s.value)}{ts}\n")
+                own = ",".join(f'{k}="{_escape(v)}"' for k, v in labels.items())
+                if prefix:
+                    own = f"{prefix},{own}"
+            labelstr = "{" + own + "}"
+        else:
+            labelstr = "{" + prefix + "}" if prefix else ""
+        ts = f" {int(s.timestamp * 1000)}" if s.timestamp is not None else ""
+        append(f"{sname}{labelstr} {_number(s.value)}{ts}\n")
+    return "".join(out)
+
+
+def encode_text(collector: Any, const_labels: Optional[Mapping[str, str]] = None) -> bytes:
+    const = dict(const_labels or {})
+    prefix = label_prefix(const)
+    out: list[str] = []
+    for metric in collector.collect():
+        out.append(family_header(metric.name, metric.type, metric.documentation))
+        out.append(family_lines(metric, const, prefix))
     return "".join(out).encode("utf-8")
