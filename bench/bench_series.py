@@ -68,7 +68,7 @@ def _agent_body(payloads: list[bytes], merge: bool = True) -> bytes:
     from prepwatch.agent.merge import collapse_class_series
 
     sources = [snapshot_validation.decode(p) for p in payloads]
-    return exposition.render(collapse_class_series(sources) if merge else sources, [])
+    return exposition.render(exposition.assemble(collapse_class_series(sources) if merge else sources, []))
 
 
 def _median_ms(fn, n: int) -> float:

@@ -18,7 +18,7 @@ torch = pytest.importorskip("torch")
 
 def served(sources) -> bytes:
     """The agent's exposition of ``sources`` (nothing of its own)."""
-    return exposition.render(sources, [])
+    return exposition.render(exposition.assemble(sources, []))
 
 
 def _rank(rank: int, seed: int, classes: int = 5):

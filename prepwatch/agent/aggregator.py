@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import Any, Callable, Iterator, Optional
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
-from prometheus_client.parser import text_string_to_metric_families
 
 from prepwatch.agent import exposition, snapshot_validation
 from prepwatch.agent.merge import collapse_class_series
@@ -116,14 +115,17 @@ class RankAggregator:
     def render_text(self, names: Optional[set[str]] = None) -> bytes:
         """The node's exposition in the text format: the ranks' own rendered lines,
         checked and concatenated, class series merged per node (agent/merge.py)."""
-        with self._collect_lock:
-            sources, own = self._gather()
-        return exposition.render(collapse_class_series(sources), own, names)
+        return exposition.render(self._assemble(names))
 
     def collect(self) -> Iterator[Metric]:
         """The same exposition as metric objects, for in-process readers (the summary's
-        series recorder, the demo's status line), parsed from the text it serves."""
-        yield from text_string_to_metric_families(self.render_text().decode("utf-8"))
+        series recorder, the demo's status line)."""
+        yield from exposition.metrics_of(self._assemble(None))
+
+    def _assemble(self, names: Optional[set[str]]) -> list[Family]:
+        with self._collect_lock:
+            sources, own = self._gather()
+        return exposition.assemble(collapse_class_series(sources), own, names)
 
     def _gather(self) -> tuple[list[Source], list[Metric]]:
         """(families of every source, the agent's own metrics about its ranks)."""
