@@ -95,6 +95,16 @@ class CollectiveTimer:
     """
 
     def __init__(self, ctx: Context, hook: Optional[Hook] = None, state: Any = None) -> None:
+        self.bind(ctx)
+        self.inner: Hook = hook or mean_allreduce
+        self.state = state
+        self._step = _Step()
+        self._cuda_pairs: deque[tuple[Any, Any]] = deque(maxlen=PENDING_CUDA_PAIRS)
+        self._drain_lock = threading.Lock()
+
+    def bind(self, ctx: Context) -> None:
+        """Record into ``ctx``'s registry: DDP keeps this object as the hook's state for the
+        model's life, so a Watch started later (a new run in the same process) rebinds it."""
         reg = ctx.registry
         self._errors = ctx.errors
         self.wait = reg.histogram(
@@ -106,11 +116,6 @@ class CollectiveTimer:
         self.bytes = reg.counter(
             "prepwatch_collective_bytes_total", "Gradient bytes this rank all-reduced."
         ).labels()
-        self.inner: Hook = hook or mean_allreduce
-        self.state = state
-        self._step = _Step()
-        self._cuda_pairs: deque[tuple[Any, Any]] = deque(maxlen=PENDING_CUDA_PAIRS)
-        self._drain_lock = threading.Lock()
         self._registry = reg
         self._drain_registered = False
 
@@ -240,15 +245,65 @@ def install(ctx: Context, model: Any, hook: Optional[Hook] = None, state: Any = 
             f"{type(model).__name__}; wrap the model in DDP first (FSDP and DeepSpeed: see "
             "docs/distributed.md)"
         )
+    existing = timer_of(model)
+    if existing is not None:
+        if hook is not None or state is not None:
+            raise RuntimeError(
+                "watch.ddp(): prepwatch already times this model's default all-reduce (an "
+                "integration does so automatically) and DDP takes one comm hook: to time your "
+                "own, pass time_collectives=False to the integration's callback"
+            )
+        if existing._registry is not ctx.registry:
+            existing.bind(ctx)
+        return existing  # already timed (an integration or an earlier call): one hook, one count
     if state is None and hook is None:
         state = model.process_group
     timer = CollectiveTimer(ctx, hook=hook, state=state)
+    previous = other_hook(model)
     try:
         model.register_comm_hook(timer, prepwatch_collective_hook)
     except RuntimeError as exc:
+        _undo(model, timer, previous)
         raise RuntimeError(
             f"watch.ddp() could not register its communication hook ({exc}). DDP takes one "
             "comm hook per model: if you register your own, pass it instead, "
             "watch.ddp(model, hook=your_hook, state=your_state), and prepwatch times it"
         ) from exc
     return timer
+
+
+def timer_of(model: Any) -> Optional[CollectiveTimer]:
+    """The timer prepwatch registered on this DDP model, if any."""
+    for _hook, state in getattr(model, "_comm_hooks", ()):
+        if isinstance(state, CollectiveTimer):
+            return state
+    return None
+
+
+def other_hook(model: Any) -> Optional[str]:
+    """The name of a comm hook already registered on ``model`` that is not prepwatch's.
+
+    Python hooks are listed in ``_comm_hooks``; built-in (C++) ones only in DDP's logging
+    data. Read-only: a failed ``register_comm_hook`` would itself leave a stale entry.
+    """
+    for hook, state in getattr(model, "_comm_hooks", ()):
+        if not isinstance(state, CollectiveTimer):
+            return str(getattr(hook, "__qualname__", hook))
+    try:
+        name = model._get_ddp_logging_data().get("comm_hook")
+    except Exception:  # a DDP without logging data: registration will tell
+        return None
+    return str(name) if name else None
+
+
+def _undo(model: Any, timer: CollectiveTimer, previous: Optional[str]) -> None:
+    """Remove what a refused ``register_comm_hook`` left: DDP appends the hook to
+    ``_comm_hooks`` (used by compiled autograd) and renames it in its logging data first."""
+    hooks = getattr(model, "_comm_hooks", None)
+    if hooks and hooks[-1][1] is timer:
+        hooks.pop()
+    if previous is not None and getattr(model, "logger", None) is not None:
+        try:
+            model.logger._set_comm_hook_name(previous)
+        except Exception:
+            pass

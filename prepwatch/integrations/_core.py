@@ -28,12 +28,14 @@ class CallbackOptions:
     def _set_options(
         self, *, run: Optional[str], class_recall: Any, class_health: Optional[dict[str, Any]],
         inputs: Any, inputs_options: Optional[dict[str, Any]], batch_size: Any,
-        start_options: dict[str, Any], keyword: str,
+        start_options: dict[str, Any], keyword: str, time_collectives: bool = True,
     ) -> None:
         if inputs is not None and not (inputs is True or isinstance(inputs, str)):
             raise TypeError(f"inputs= must be True or the name of a {keyword} keyword, got {inputs!r}")
         if not (isinstance(class_recall, bool) or callable(class_recall)):
             raise TypeError(f"class_recall= must be a bool or a callable, got {class_recall!r}")
+        if not isinstance(time_collectives, bool):
+            raise TypeError(f"time_collectives= must be a bool, got {time_collectives!r}")
         self.run = run
         self.class_recall = class_recall
         self.class_health_options = dict(class_health or {})
@@ -41,6 +43,7 @@ class CallbackOptions:
         self.inputs_options = dict(inputs_options or {})
         self.batch_size = batch_size
         self.start_options = start_options
+        self.time_collectives = time_collectives  # watch.ddp() on the framework's DDP model
         self.watch: Optional[Watch] = None
         self._marks: Optional[StepMarks] = None
         self._handles: list[Any] = []

@@ -14,7 +14,10 @@ Metrics (the same series as ``watch.loader()`` in a hand-written loop, docs/inte
 * ``prepwatch_sample_fetch_seconds`` (s): per-sample time inside DataLoader workers;
 * with ``class_recall=True``: ``prepwatch_class_recall_ratio{split="eval"}`` and friends
   from every evaluation the Trainer runs (single-label classification models);
-* with ``inputs=...``: the normalization contract recorded from the model's real input.
+* with ``inputs=...``: the normalization contract recorded from the model's real input;
+* under DDP (``torchrun``/``accelerate launch`` with several processes):
+  ``prepwatch_collective_wait_seconds``, ``watch.ddp()`` on the Trainer's ``model_wrapped``
+  in ``on_train_begin`` (``time_collectives=False`` turns it off).
 
 Why the DataLoader is wrapped and not inferred from callbacks: ``get_batch_samples``
 fetches every micro-batch of an optimizer step before ``on_step_begin`` and moves them to
@@ -25,11 +28,13 @@ Trainer's own DataLoader object is what the loop waits for, whatever the callbac
 
 from __future__ import annotations
 
+import sys
 from typing import Any, Optional
 
 from transformers import TrainerCallback
 
 from prepwatch.integrations import _iter_patch
+from prepwatch.integrations._collective import time_collectives
 from prepwatch.integrations._core import (
     CallbackOptions,
     ReportOnce,
@@ -60,6 +65,8 @@ class PrepwatchCallback(TrainerCallback, CallbackOptions):
             for the first floating-point tensor argument, or the name of the keyword
             (``"pixel_values"``); ``inputs_options`` go to ``watch.inputs()``.
         batch_size: as ``watch.loader(batch_size=...)`` (an int or ``callable(batch)``).
+        time_collectives: under DDP, time the gradient all-reduce of the model the Trainer
+            wrapped (``watch.ddp``); skipped for FSDP, DeepSpeed and single processes.
         **start_options: passed to :func:`prepwatch.start` when the callback starts it.
     """
 
@@ -72,12 +79,13 @@ class PrepwatchCallback(TrainerCallback, CallbackOptions):
         inputs: Any = None,
         inputs_options: Optional[dict[str, Any]] = None,
         batch_size: Any = None,
+        time_collectives: bool = True,
         **start_options: Any,
     ) -> None:
         self._set_options(
             run=run, class_recall=class_recall, class_health=class_health, inputs=inputs,
             inputs_options=inputs_options, batch_size=batch_size, start_options=start_options,
-            keyword="model",
+            keyword="model", time_collectives=time_collectives,
         )
         self._loader: Any = None
         self._recall: Optional[EvalRecall] = None
@@ -132,6 +140,11 @@ class PrepwatchCallback(TrainerCallback, CallbackOptions):
                 self._wrap(watch, train_dataloader, int(args.gradient_accumulation_steps))
         except Exception as exc:
             self._report(exc)
+        if self.time_collectives:
+            try:
+                time_collectives(watch, _model_wrapped(model), "the Hugging Face Trainer")
+            except Exception as exc:
+                self._report(exc)
 
     def _wrap(self, watch: Watch, dl: Any, group: int) -> None:
         if self._loader is not None:
@@ -164,6 +177,28 @@ class PrepwatchCallback(TrainerCallback, CallbackOptions):
     def _report(self, exc: BaseException) -> None:
         if self.watch is not None:
             ReportOnce(self.watch)(exc)
+
+
+def _model_wrapped(model: Any, max_frames: int = 8) -> Any:
+    """The model the calling ``Trainer`` runs: its ``model_wrapped`` (DDP after accelerate's
+    ``prepare``, set in ``_inner_training_loop`` before ``on_train_begin``).
+
+    Callbacks get the unwrapped ``self.model``, and the callback handler keeps no reference
+    to the Trainer, so the Trainer is found where it certainly is: ``self`` of the Trainer
+    method that fired the event, a few frames up (``CallbackHandler.call_event`` between).
+    Once per ``train()``; no Trainer found (a custom caller) means ``model`` itself.
+    """
+    from transformers import Trainer
+
+    frame = sys._getframe(1)
+    for _ in range(max_frames):
+        if frame is None:
+            break
+        owner = frame.f_locals.get("self")
+        if isinstance(owner, Trainer):
+            return getattr(owner, "model_wrapped", None) or model
+        frame = frame.f_back
+    return model
 
 
 def _is_torch_loader(obj: Any) -> bool:

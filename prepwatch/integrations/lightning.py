@@ -15,7 +15,10 @@ when both are. Metrics, the same series as ``watch.loader()`` in a hand-written 
   workers (the hook is installed when Lightning requests the loaders, before any worker starts);
 * with ``class_recall=True``: per-class recall from every validation epoch (not the sanity
   check), read from what ``validation_step`` returns;
-* with ``inputs=True``: the normalization contract from the module's real training input.
+* with ``inputs=True``: the normalization contract from the module's real training input;
+* under DDP (``strategy="ddp"``, ``"ddp_spawn"``...): ``prepwatch_collective_wait_seconds``,
+  ``watch.ddp()`` on ``trainer.strategy.model`` in ``on_fit_start`` (``time_collectives=False``
+  turns it off).
 
 What the callback touches inside Lightning, and why: ``fit_loop._data_source.dataloader``
 (to install the worker hook before Lightning's first ``iter()``, which runs before any
@@ -31,6 +34,7 @@ from typing import Any, Callable, Iterator, Optional
 
 from prepwatch.hooks.batch_size import BatchSizer
 from prepwatch.hooks.loader import WatchedLoader
+from prepwatch.integrations._collective import time_collectives
 from prepwatch.integrations._core import (
     CallbackOptions,
     ReportOnce,
@@ -133,6 +137,8 @@ class _Prepwatch(CallbackOptions):
             floating-point training input, or the name of a keyword; ``inputs_options`` go
             to ``watch.inputs()``.
         batch_size: as ``watch.loader(batch_size=...)``, applied to the train batch.
+        time_collectives: under DDP, time the gradient all-reduce of the model Lightning
+            wrapped (``watch.ddp``); skipped for other strategies and single processes.
         **start_options: passed to :func:`prepwatch.start` when the callback starts it.
     """
 
@@ -145,13 +151,14 @@ class _Prepwatch(CallbackOptions):
         inputs: Any = None,
         inputs_options: Optional[dict[str, Any]] = None,
         batch_size: Any = None,
+        time_collectives: bool = True,
         **start_options: Any,
     ) -> None:
         super().__init__()
         self._set_options(
             run=run, class_recall=class_recall, class_health=class_health, inputs=inputs,
             inputs_options=inputs_options, batch_size=batch_size, start_options=start_options,
-            keyword="module",
+            keyword="module", time_collectives=time_collectives,
         )
         self._eval_open = False
         self._patched_source: Any = None
@@ -197,6 +204,15 @@ class _Prepwatch(CallbackOptions):
 
         source.dataloader = dataloader
         self._patched_source = source
+
+    def on_fit_start(self, trainer: Any, pl_module: Any) -> None:
+        # Runs right after strategy.setup() wrapped the module (DDPStrategy.configure_ddp)
+        # and before the sanity check and the first backward (pytorch-lightning 2.6, Trainer._run).
+        if self.time_collectives and self.watch is not None:
+            try:
+                time_collectives(self.watch, trainer.strategy.model, "Lightning")
+            except Exception as exc:
+                self._report(exc)
 
     def on_train_start(self, trainer: Any, pl_module: Any) -> None:
         try:
