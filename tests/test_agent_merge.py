@@ -106,3 +106,28 @@ def test_ranks_with_different_series_are_merged_series_by_series():
         got = value(merged, "prepwatch_class_samples_total", split="train", **{"class": str(c)})
         assert got == sum(v for v in before if v is not None)
         assert (c >= 5) == (before[0] is None)
+
+
+def test_in_process_readers_get_exactly_the_samples_served():
+    """The agent's collect() (summary recorder, demo status) reads its assembled lines with
+    its own regular expression: the same samples prometheus_client's parser reads."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    ctx = Context.create(Identity(run="job", rank=3))
+    g = ctx.registry.gauge("prepwatch_weird", "Escapes.", ["path", "split"])
+    g.labels('a "quoted"\\path\nnewline', "x}{,=").set(2.5)
+    g.labels("plain", "y").set(float("inf"))
+    h = ctx.registry.histogram("prepwatch_h_seconds", "H.", ["stage"], buckets=(0.1, 1.0))
+    h.labels("s").observe(0.3)
+    sources = [snapshot_validation.decode(snapshot.encode(ctx.registry, {"run": "job", "rank": 3}))]
+    sources += [_rank(0, seed=0), _rank(1, seed=1)]
+    families = exposition.assemble(collapse_class_series(sources), [])
+
+    def samples(metrics):
+        return {(s.name, tuple(sorted(s.labels.items()))): s.value for m in metrics for s in m.samples}
+
+    ours = samples(exposition.metrics_of(families))
+    reference = samples(text_string_to_metric_families(exposition.render(families).decode()))
+    assert ours == reference
+    assert ours[("prepwatch_weird", (("path", 'a "quoted"\\path\nnewline'), ("rank", "3"),
+                                     ("run", "job"), ("split", "x}{,=")))] == 2.5
