@@ -29,7 +29,10 @@ def test_starvation_demo_is_input_bound_everywhere(tmp_path):
 
 
 def test_io_demo_names_the_small_file_storm_everywhere(tmp_path):
-    got = run_demo(tmp_path, "io", 30, "")
+    # top judges a 3 s window: polled until it names the storm (a busy machine's first
+    # windows may open too few files per second to call it a storm yet)
+    named = ("storage.small_files", "input_bound.small_files")
+    got = run_demo(tmp_path, "io", 30, named)
     for where in ("top", "summary", "report"):
-        assert got[where] in ("storage.small_files", "input_bound.small_files"), (where, got)
+        assert got[where] in named, (where, got)
     assert "PrepwatchSmallFileMetadataStorm" in got["data"]["alerts_would_fire"]

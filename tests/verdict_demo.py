@@ -35,7 +35,7 @@ def top_key(text: str) -> str:
     return "healthy" if "HEALTHY: no finding" in text else ""
 
 
-def run_demo(tmp_path: Path, fault: str | None, seconds: float, expect: str) -> dict:
+def run_demo(tmp_path: Path, fault: str | None, seconds: float, expect: str | tuple[str, ...]) -> dict:
     """Run the demo; poll `prepwatch top --once` while it trains until it names ``expect``;
     then return {"top": key, "summary": key, "report": key, "summary_data": ...}."""
     summary = tmp_path / f"summary-{fault or 'healthy'}.json"
