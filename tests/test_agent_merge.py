@@ -11,6 +11,7 @@ from prepwatch.agent import exposition, snapshot_validation
 from prepwatch.agent.merge import collapse_class_series
 from prepwatch.context import Context
 from prepwatch.exporter import snapshot
+from prepwatch.exporter.text import encode_text
 from prepwatch.identity import Identity
 
 torch = pytest.importorskip("torch")
@@ -34,16 +35,25 @@ def _rank(rank: int, seed: int, classes: int = 5):
         health.eval_predictions(torch.randn(40, classes, generator=g),
                                 torch.randint(0, classes, (40,), generator=g))
     assert health.flush(30)
-    # the wire format the agent receives from a rank
-    identity, families = snapshot_validation.decode(
+    # the wire format the agent receives from a rank, and what the rank's own endpoint serves
+    source = snapshot_validation.decode(
         snapshot.encode(ctx.registry, {"run": "job", "rank": rank, "pid": os.getpid()}))
+    own = parse(encode_text(ctx.registry, {"run": "job", "rank": str(rank)}).decode())
     health.close()
-    return identity, families
+    return source, own
+
+
+def _ranks(*specs):
+    """(agent sources, the ranks' own endpoints' samples together) for (rank, seed, classes)."""
+    made = [_rank(*spec) for spec in specs]
+    own: dict = {}
+    for _, samples in made:
+        own.update(samples)
+    return [source for source, _ in made], own
 
 
 def test_class_series_are_merged_across_ranks_with_the_rules_reductions():
-    sources = [_rank(r, seed=r) for r in range(3)]
-    per_rank = parse(served(sources).decode())
+    sources, per_rank = _ranks((0, 0), (1, 1), (2, 2))
     merged = parse(served(collapse_class_series(sources)).decode())
 
     def names(samples, name):
@@ -82,8 +92,7 @@ def test_without_class_series_nothing_changes():
 
 
 def test_one_rank_keeps_its_values_and_loses_only_the_rank_label():
-    sources = [_rank(0, seed=0)]
-    per_rank = parse(served(sources).decode())
+    sources, per_rank = _ranks((0, 0))
     merged = parse(served(collapse_class_series(sources)).decode())
     def health(name: str) -> bool:
         return name.startswith(("prepwatch_class", "prepwatch_accuracy", "prepwatch_eval"))
@@ -97,8 +106,7 @@ def test_one_rank_keeps_its_values_and_loses_only_the_rank_label():
 def test_ranks_with_different_series_are_merged_series_by_series():
     """Ranks usually export the same classes in the same order (reduced column-wise); a
     rank with another class count takes the line-by-line path, with the same result."""
-    sources = [_rank(0, seed=0, classes=5), _rank(1, seed=1, classes=7)]
-    per_rank = parse(served(sources).decode())
+    sources, per_rank = _ranks((0, 0, 5), (1, 1, 7))
     merged = parse(served(collapse_class_series(sources)).decode())
     for c in range(7):
         before = [value(per_rank, "prepwatch_class_samples_total", split="train", rank=str(r),
@@ -120,7 +128,7 @@ def test_in_process_readers_get_exactly_the_samples_served():
     h = ctx.registry.histogram("prepwatch_h_seconds", "H.", ["stage"], buckets=(0.1, 1.0))
     h.labels("s").observe(0.3)
     sources = [snapshot_validation.decode(snapshot.encode(ctx.registry, {"run": "job", "rank": 3}))]
-    sources += [_rank(0, seed=0), _rank(1, seed=1)]
+    sources += _ranks((0, 0), (1, 1))[0]
     families = exposition.assemble(collapse_class_series(sources), [])
 
     def samples(metrics):
@@ -131,3 +139,9 @@ def test_in_process_readers_get_exactly_the_samples_served():
     assert ours == reference
     assert ours[("prepwatch_weird", (("path", 'a "quoted"\\path\nnewline'), ("rank", "3"),
                                      ("run", "job"), ("split", "x}{,=")))] == 2.5
+
+
+def test_every_family_ranks_render_without_rank_has_a_reduction():
+    from prepwatch.agent.merge import REDUCERS
+
+    assert REDUCERS.keys() == snapshot.NODE_MERGED

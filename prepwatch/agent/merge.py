@@ -25,7 +25,7 @@ from typing import Callable, Iterable
 import numpy as np
 
 from prepwatch.exporter.snapshot import Family
-from prepwatch.exporter.text import _number, label_prefix
+from prepwatch.exporter.text import _number
 
 Source = tuple[dict[str, str], list[Family]]
 
@@ -63,9 +63,9 @@ REDUCERS: dict[str, Callable[[list[float]], float]] = {
 def collapse_class_series(sources: Iterable[Source]) -> list[Source]:
     """``sources`` with every class-health family's samples merged across sources.
 
-    Each source is (identity labels, families) as the aggregator holds them, every line
-    labelled with its source's identity first. Merged lines keep ``run`` (and every label
-    of their own) and drop ``rank``; they come back as one extra source.
+    Each source is (identity labels, families) as the aggregator holds them; the ranks
+    render these families with ``run`` and without ``rank`` (exporter/snapshot.py), so
+    lines of one class from every rank are one series. They come back as one extra source.
     """
     sources = list(sources)
     holders = [labels for labels, families in sources if any(f.name in REDUCERS for f in families)]
@@ -82,24 +82,12 @@ def collapse_class_series(sources: Iterable[Source]) -> list[Source]:
             first = moved.setdefault(family.name, [family])[0]
             if family is not first and family.type != first.type:
                 continue  # a conflicting definition from another rank: keep the first
-            lines = _without_rank(family.lines, labels)
-            if family is first:
-                moved[family.name][0] = family._replace(lines=lines)
-            else:
-                moved[family.name].append(family._replace(lines=lines))
+            if family is not first:
+                moved[family.name].append(family)
         out.append((labels, kept))
     merged = [group[0] if len(group) == 1 else _reduced(group) for group in moved.values()]
     out.append(({"run": holders[0].get("run", "")} if len(holders) == 1 else {}, merged))
     return out
-
-
-def _without_rank(lines: str, labels: dict[str, str]) -> str:
-    """``lines`` with the ``rank`` label cut from each label set (it comes right after
-    ``run``: the rank renders its identity first, and validation checked that it did)."""
-    if "rank" not in labels:
-        return lines
-    ident = label_prefix({"run": labels.get("run", ""), "rank": labels["rank"]})
-    return lines.replace("{" + ident, "{" + label_prefix({"run": labels.get("run", "")}))
 
 
 _SAMPLE = re.compile(r"(.*\}) (\S+)(?: \S+)?\n")  # label set, value (a timestamp is dropped)

@@ -9,7 +9,8 @@ rank's series; and nothing it sends may become a line the agent did not check.
 
 A rank sends its sample lines already rendered (prepwatch/exporter/snapshot.py), so the
 check is a grammar: each family's block must match, in full, lines of exactly that family
-with exactly this rank's identity first. The grammar is a compiled regular expression
+with exactly this rank's identity first (its ``run`` alone for the families the agent
+merges across ranks). The grammar is a compiled regular expression
 (run in C, ~1 ms for a full job's 6,000 lines); only a block that fails is read line by
 line, to say why.
 """
@@ -167,9 +168,10 @@ def decode(payload: bytes) -> tuple[dict[str, str], list[Family]]:
     total = text.count("\n")
     if total > MAX_SERIES:
         raise RankDropped("too_many_series", f"{total} series is more than {MAX_SERIES}")
-    ident = label_prefix(identity)
+    idents = {False: label_prefix(identity), True: label_prefix({"run": identity["run"]})}
     out, seen, start = [], set(), 0
     for raw in families:
+        ident = idents[isinstance(raw[0], str) and raw[0] in snapshot.NODE_MERGED]
         family = _family(raw, text[start:start + raw[5]], ident)
         start += raw[5]
         if family.name in seen:

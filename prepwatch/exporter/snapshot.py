@@ -23,6 +23,17 @@ from prepwatch.exporter.text import family_header, family_lines, label_prefix
 
 VERSION = 2
 IDENTITY_LABELS = ("run", "rank")  # rendered first in every label set of a rank's lines
+# Families the agent merges across its ranks and serves without ``rank`` (class health:
+# prepwatch/agent/merge.py says how each is reduced). A rank renders them with ``run``
+# alone, so the agent has nothing to cut from their ~5,000 lines.
+NODE_MERGED = frozenset({
+    "prepwatch_class_samples", "prepwatch_class_correct", "prepwatch_class_skipped",
+    "prepwatch_class_recall_ratio", "prepwatch_class_recall_previous_ratio",
+    "prepwatch_accuracy_ratio", "prepwatch_accuracy_previous_ratio", "prepwatch_eval_rounds",
+    "prepwatch_eval_last_timestamp_seconds", "prepwatch_class_rare", "prepwatch_classes",
+    "prepwatch_class_recent_samples", "prepwatch_class_recent_correct",
+    "prepwatch_eval_recent_passes",
+})
 
 
 class Family(NamedTuple):
@@ -43,19 +54,32 @@ def identity_labels(identity: Mapping[str, Any]) -> dict[str, str]:
     return {key: str(identity[key]) for key in IDENTITY_LABELS}
 
 
-def families_of(collector: Any, labels: Mapping[str, str]) -> list[Family]:
-    """``collector``'s families rendered with ``labels`` first in every label set."""
+def identity_for(name: str, identity: Mapping[str, str]) -> dict[str, str]:
+    """The identity labels family ``name`` carries in a snapshot: ``run`` alone for the
+    families the agent merges across ranks, ``run`` and ``rank`` for every other."""
+    return {"run": identity["run"]} if name in NODE_MERGED else dict(identity)
+
+
+def families_of(collector: Any, labels: Mapping[str, str], merged_by_node: bool = False) -> list[Family]:
+    """``collector``'s families rendered with ``labels`` first in every label set (without
+    ``rank`` for the NODE_MERGED families when ``merged_by_node``)."""
     prefix = label_prefix(labels)
+    node = {key: value for key, value in labels.items() if key != "rank"}
+    node_prefix = label_prefix(node)
     out = []
     for m in collector.collect():
         schemas = {tuple(s.labels) for s in m.samples if not s.name.endswith("_created")}
-        out.append(Family(m.name, m.type, m.documentation, m.unit,
-                          family_lines(m, labels, prefix), [list(names) for names in schemas]))
+        if merged_by_node and m.name in NODE_MERGED:
+            lines = family_lines(m, node, node_prefix)
+        else:
+            lines = family_lines(m, labels, prefix)
+        out.append(Family(m.name, m.type, m.documentation, m.unit, lines,
+                          [list(names) for names in schemas]))
     return out
 
 
 def encode(collector: Any, identity: Mapping[str, Any]) -> bytes:
-    families = families_of(collector, identity_labels(identity))
+    families = families_of(collector, identity_labels(identity), merged_by_node=True)
     head = {"v": VERSION, "identity": dict(identity), "families": [
         [f.name, f.type, f.help, f.unit, f.label_names, len(f.lines)] for f in families
     ]}
