@@ -149,7 +149,8 @@ def test_every_alert_is_modelled_or_listed():
 def test_a_changed_rule_changes_the_engine_and_a_broken_one_is_named(tmp_path):
     text = (ROOT / "alerts" / "input_pipeline.rules.yml").read_text()
     changed = text.replace(
-        "run_rank:prepwatch_data_wait:ratio_rate5m > 0.20", "run_rank:prepwatch_data_wait:ratio_rate5m > 0.35"
+        "run_rank:prepwatch_data_wait_seconds:ratio_rate5m > 0.20",
+        "run_rank:prepwatch_data_wait_seconds:ratio_rate5m > 0.35",
     )
     assert changed != text
     th = thresholds_from({**load_rules(), **parse_rules(changed)})

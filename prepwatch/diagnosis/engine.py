@@ -292,7 +292,7 @@ def _avg_by(snap_select, by: tuple[str, ...]) -> dict[tuple[str, ...], float]:
 
 
 # The margin the rule's noise floor adds to the multiple-comparison term (the
-# run_split_class:prepwatch_class_recent_recall:noise_floor record); the promtool-fixture
+# run_split_class:prepwatch_class_recent_correct:recall_noise_floor record); the promtool-fixture
 # test (tests/test_diagnosis_rules.py) fails if the two drift apart.
 NOISE_MARGIN = 2.34
 

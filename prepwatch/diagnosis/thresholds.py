@@ -23,11 +23,11 @@ NUM = r"([0-9]+(?:\.[0-9]+)?)"
 
 # threshold name -> (alert, regex on its expr whose group 1 is the number)
 SPEC: dict[str, tuple[str, str]] = {
-    "wait_warning": ("PrepwatchInputBoundWarning", r"data_wait:ratio_rate5m\s*>\s*" + NUM),
-    "wait_critical": ("PrepwatchInputBoundCritical", r"data_wait:ratio_rate5m\s*>\s*" + NUM),
-    "gpu_fed": ("PrepwatchInputBoundWarning", r"gpu_busy:ratio_rate5m\s*>=\s*" + NUM),
-    "starved_wait": ("PrepwatchGpuStarvedByInput", r"data_wait:ratio_rate5m\s*>\s*" + NUM),
-    "starved_gpu_busy": ("PrepwatchGpuStarvedByInput", r"gpu_busy:ratio_rate5m\s*<\s*" + NUM),
+    "wait_warning": ("PrepwatchInputBoundWarning", r"data_wait_seconds:ratio_rate5m\s*>\s*" + NUM),
+    "wait_critical": ("PrepwatchInputBoundCritical", r"data_wait_seconds:ratio_rate5m\s*>\s*" + NUM),
+    "gpu_fed": ("PrepwatchInputBoundWarning", r"gpu_busy_seconds:ratio_rate5m\s*>=\s*" + NUM),
+    "starved_wait": ("PrepwatchGpuStarvedByInput", r"data_wait_seconds:ratio_rate5m\s*>\s*" + NUM),
+    "starved_gpu_busy": ("PrepwatchGpuStarvedByInput", r"gpu_busy_seconds:ratio_rate5m\s*<\s*" + NUM),
     "spread_ratio": ("PrepwatchStepTimeUnstable", r"p50_rate10m\s*\)\s*>\s*" + NUM),
     "spread_min_steps": ("PrepwatchStepTimeUnstable", r">=\s*" + NUM),
     "straggler_ratio": ("PrepwatchStragglerRank", r"p50_rate10m\)\s*\)\s*>\s*" + NUM),

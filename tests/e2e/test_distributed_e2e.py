@@ -106,8 +106,8 @@ def test_the_right_alert_on_the_right_rank_for_the_four_cases(tmp_path, capsys):
         try:
             wait_until(expected_fired, FIRE_TIMEOUT_S, "every expected alert", interval=1.0)
         except TimeoutError:
-            share = _query(url, "run_rank:prepwatch_data_wait_excess:ratio_rate5m")
-            deficit = _query(url, "run_rank:prepwatch_collective_wait_deficit:ratio_rate5m")
+            share = _query(url, "run_rank:prepwatch_data_wait_seconds:excess_ratio_rate5m")
+            deficit = _query(url, "run_rank:prepwatch_collective_wait_seconds:deficit_ratio_rate5m")
             scrape = _query(url, "scrape_duration_seconds")
             pytest.fail(f"missing {EXPECTED - _firing(url)}; firing {_firing(url)}\nscrape {scrape}\n"
                         f"excess {share}\ndeficit {deficit}\n" + "\n".join(p.log_tail(15) for p in procs))
@@ -116,8 +116,12 @@ def test_the_right_alert_on_the_right_rank_for_the_four_cases(tmp_path, capsys):
         firing = _firing(url)
         per_step = {
             name: {(m["metric"]["run"], m["metric"]["rank"]): round(float(m["value"][1]), 3)
-                   for m in _query(url, f"run_rank:prepwatch_{name}_seconds:per_step_rate5m")}
-            for name in ("data_wait", "collective_wait", "own_compute")
+                   for m in _query(url, f"run_rank:{record}")}
+            for name, record in (
+                ("data_wait", "prepwatch_data_wait_seconds:per_step_rate5m"),
+                ("collective_wait", "prepwatch_collective_wait_seconds:per_step_rate5m"),
+                ("own_compute", "prepwatch_step_duration_seconds:own_compute_per_step_rate5m"),
+            )
         }
         # the dashboard queries that need DDP ranks draw one row per rank of these jobs
         from test_dashboard_queries import DDP_ONLY, queries, substitute
