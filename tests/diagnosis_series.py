@@ -59,10 +59,12 @@ class Rank:
     bytes_per_open: float = 4 * 2**20
     steps: float = 0.0
     stalled_at: float = math.inf
+    collective_share: float = math.nan  # watch.ddp: share of each step blocked in the all-reduce
     # state
     step: Hist = field(default_factory=lambda: Hist(STEP_BUCKETS))
     opens: Hist = field(default_factory=lambda: Hist(IO_BUCKETS))
     wait: float = 0.0
+    collective: float = 0.0
     read_bytes: float = 0.0
     fetch: dict = field(default_factory=dict)
     last_step: float = 0.0
@@ -79,6 +81,8 @@ class Rank:
             self.steps += 1
             self.step.observe(period)
             self.wait += period * self.wait_share
+            if not math.isnan(self.collective_share):
+                self.collective += period * self.collective_share
             self.last_step = t
             for stage, v in self.stage_s.items():
                 self.fetch[stage] = self.fetch.get(stage, 0.0) + v * self.batch
@@ -93,6 +97,9 @@ class Rank:
         out.append(f"prepwatch_data_wait_seconds_sum{{{lab}}} {self.wait}")
         out.append(f"prepwatch_data_wait_seconds_count{{{lab}}} {self.steps}")
         out.append(f"prepwatch_steps_total{{{lab}}} {self.steps}")
+        if not math.isnan(self.collective_share):
+            out.append(f"prepwatch_collective_wait_seconds_sum{{{lab}}} {self.collective}")
+            out.append(f"prepwatch_collective_wait_seconds_count{{{lab}}} {self.steps}")
         out.append(f"prepwatch_samples_total{{{lab}}} {self.steps * self.batch}")
         out.append(f"prepwatch_last_step_timestamp_seconds{{{lab}}} {self.last_step}")
         out.append(f"prepwatch_rank_up{{{lab}}} 1")

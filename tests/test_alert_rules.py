@@ -4,8 +4,8 @@ What it holds each area to (see /work/shared/STYLE.md): rule files pass
 ``promtool check rules``; unit tests pass ``promtool test rules``; every alert has a unit
 test where it fires and one where it is quiet; every alert carries ``for:``, a severity,
 a static summary, a templated description and a runbook link to an existing section;
-recording rules are named ``level:metric:operations``; each rule file opens with its
-thresholds table.
+recording rules are named ``level:metric:operations`` with ``metric`` a family exported
+as docs/metrics.md names it; each rule file opens with its thresholds table.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 import yaml
 from helpers import require_binary
+from metric_families import documented_names, is_exported_family
 from runbook_links import ROOT, runbook_problem
 
 ALERTS_DIR = ROOT / "alerts"
@@ -149,3 +150,28 @@ def test_alerts_share_a_group_with_the_records_they_read(path):
                 for name, where in recorded.items():
                     if name in rule["expr"]:
                         assert where == group["name"], f"{rule['alert']} reads {name} from {where}"
+
+
+def test_the_family_check_knows_the_contract() -> None:
+    """The check below can fail: it tells exported families from made-up ones."""
+    assert len(documented_names()) >= 30
+    for real in ("prepwatch_data_wait_seconds", "prepwatch_step_duration_seconds_count",
+                 "prepwatch_steps", "prepwatch_gpu_busy_seconds", "prepwatch_class_recall_ratio"):
+        assert is_exported_family(real), real
+    for made_up in ("prepwatch_data_wait", "prepwatch_gpu_busy", "prepwatch_ranks",
+                    "prepwatch_own_compute_seconds", "prepwatch_class_recent_recall"):
+        assert not is_exported_family(made_up), made_up
+
+
+@pytest.mark.parametrize("path", RULE_FILES, ids=lambda p: p.name)
+def test_recording_rules_name_an_exported_metric(path: Path) -> None:
+    """``level:metric:operations``: the middle part is the exported family the rule is
+    computed from (a counter may drop ``_total``), never a made-up quantity; what the rule
+    computes belongs in ``operations``. Tools that resolve the middle part as a metric
+    (metadata look-ups, linters) flag anything else as undefined."""
+    bad = [rule["record"] for rule in _rules(path)
+           if "record" in rule and not is_exported_family(rule["record"].split(":")[1])]
+    assert not bad, (
+        f"{path.name}: recording rules whose middle part is not a metric family in "
+        f"docs/metrics.md (put the source metric there, the operation last): {bad}"
+    )

@@ -193,8 +193,8 @@ def test_two_nodes_two_ranks_each_found_through_file_sd(tmp_path: Path, procs: P
     assert {s["metric"]["node"] for s in query(prom, f'prepwatch_build_info{{run="{RUN}"}}')} == set(nodes)
 
     # The fleet recording counts the run's ranks across both nodes, as one series.
-    wait_for(lambda: [s["value"][1] for s in query(prom, "namespace_run:prepwatch_ranks:count")] == ["4"],
-             30, every=1.0)
+    ranks = "namespace_run:prepwatch_last_step_timestamp_seconds:count"
+    wait_for(lambda: [s["value"][1] for s in query(prom, ranks)] == ["4"], 30, every=1.0)
 
     # A node's agent stopping (the job ends there, srun sends SIGTERM) takes its target away.
     (agent_b,) = [p for name, p in procs.started if name == "agent-node-b"]

@@ -13,6 +13,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
+from prepwatch.diagnosis.distributed import Regression, regressions, step_shares
 from prepwatch.diagnosis.series import Window, median
 from prepwatch.diagnosis.thresholds import Thresholds, load
 
@@ -38,6 +39,7 @@ LOOP_PREFIXES = (
     "prepwatch_last_step_timestamp",
     "prepwatch_first_batch_wait",
     "prepwatch_file_open",
+    "prepwatch_file_read",
     "prepwatch_sample_fetch",
 )
 INVALID_OUTCOMES = ("out_of_bounds", "degenerate")
@@ -60,6 +62,9 @@ class RankStats:
     opens_per_s: float = math.nan
     bytes_per_open: float = math.nan
     open_p99: float = math.nan
+    reads_per_s: float = math.nan  # files read open to close (prepwatch_file_read_seconds)
+    bytes_per_read: float = math.nan
+    read_mean_s: float = math.nan  # mean time per file, open to close
     fetch_per_sample: float = math.nan
     stages: dict[str, float] = field(default_factory=dict)  # seconds per sample per stage
     workers: float = math.nan
@@ -106,6 +111,10 @@ def rank_stats(w: Window) -> list[RankStats]:
     opens = w.increase("prepwatch_file_opens_total", span=RATE)
     nbytes = w.increase("prepwatch_read_bytes_total", span=RATE)
     open_p99 = w.quantile(0.99, "prepwatch_file_open_seconds", span=RATE)
+    reads = w.increase("prepwatch_file_read_seconds_count", span=RATE)
+    read_s = w.increase("prepwatch_file_read_seconds_sum", span=RATE)
+    read_n = w.increase("prepwatch_file_read_bytes_count", span=RATE)
+    read_b = w.increase("prepwatch_file_read_bytes_sum", span=RATE)
     fetch = w.increase("prepwatch_sample_fetch_seconds_sum", by=("run", "rank", "stage"), span=RATE)
     fetch_n = w.increase("prepwatch_sample_fetch_seconds_count", by=("run", "rank", "stage"), span=RATE)
     fbw = w.increase("prepwatch_first_batch_wait_seconds_count")
@@ -139,6 +148,12 @@ def rank_stats(w: Window) -> list[RankStats]:
         s.opens_per_s = o / sec
         s.bytes_per_open = _one(nbytes, key, 0.0) / o if o > 0 else math.nan
         s.open_p99 = _one(open_p99, key) if o > 0 else math.nan
+        r = _one(reads, key, 0.0)
+        if r > 0:
+            s.reads_per_s = r / sec
+            s.read_mean_s = _one(read_s, key, 0.0) / r
+        rn = _one(read_n, key, 0.0)
+        s.bytes_per_read = _one(read_b, key, 0.0) / rn if rn > 0 else math.nan
         total_n = fetch_n.get((run, rank, "total"), 0.0)
         if total_n > 0:
             s.fetch_per_sample = fetch.get((run, rank, "total"), 0.0) / total_n
@@ -197,6 +212,12 @@ def conditions(
             and s.open_p99 > th.storm_p99_s
         ):
             add("PrepwatchSmallFileMetadataStorm", s, s.opens_per_s)
+        if (
+            s.reads_per_s >= th.reads_min_rate
+            and s.bytes_per_read < th.reads_bytes
+            and s.read_mean_s > th.reads_mean_s
+        ):
+            add("PrepwatchSmallFileSlowReads", s, s.reads_per_s)
     started = w.gauge("prepwatch_first_batch_wait_started_timestamp_seconds", agg="max")
     up = {(s.run, s.rank): s.up for s in stats}
     for key, t0 in started.items():
@@ -223,8 +244,32 @@ def conditions(
         for r in ranks:
             if med > 0 and r.step_p50 / med > th.straggler_ratio:
                 add("PrepwatchStragglerRank", r, r.step_p50 / med)
+    out += _distributed_conditions(w, th)
     out += _ratio_conditions(w, th)
     out += _recall_conditions(w, th)
+    out += _gap_conditions(w, th)
+    return out
+
+
+def run_regressions(w: Window, th: Thresholds) -> list[Regression]:
+    """Each run's step p50 against its baseline, over the rule's windows."""
+    baseline, offset = th.regression_baseline_h * HOUR, th.regression_offset_m * 60
+    return regressions(w, QUANTILE, baseline, offset, th.regression_history_m * 60)
+
+
+def _distributed_conditions(w: Window, th: Thresholds) -> list[Condition]:
+    """alerts/distributed.rules.yml: input and compute stragglers (seconds per step against
+    the run's reference rank), and the run's step p50 against its own earlier hour."""
+    out = []
+    for r in step_shares(w, RATE):
+        labels = {"run": r.run, "rank": r.rank}
+        if r.excess > th.input_straggler:
+            out.append(Condition("PrepwatchInputStragglerRank", labels, r.excess))
+        if r.deficit > th.compute_straggler and not r.excess > th.compute_unless_input:
+            out.append(Condition("PrepwatchComputeStragglerRank", labels, r.deficit))
+    for g in run_regressions(w, th):
+        if g.ratio > th.regression_ratio and g.now - g.baseline > th.regression_iqr * g.spread:
+            out.append(Condition("PrepwatchThroughputRegression", {"run": g.run}, g.ratio))
     return out
 
 
@@ -292,7 +337,7 @@ def _avg_by(snap_select, by: tuple[str, ...]) -> dict[tuple[str, ...], float]:
 
 
 # The margin the rule's noise floor adds to the multiple-comparison term (the
-# run_split_class:prepwatch_class_recent_recall:noise_floor record); the promtool-fixture
+# run_split_class:prepwatch_class_recent_correct:recall_noise_floor record); the promtool-fixture
 # test (tests/test_diagnosis_rules.py) fails if the two drift apart.
 NOISE_MARGIN = 2.34
 
@@ -397,3 +442,60 @@ def _max_by(select, by):
         k = tuple(d.get(x, "") for x in by)
         out[k] = max(out.get(k, -math.inf), v)
     return out
+
+
+@dataclass
+class ClassGap:
+    """A class' clean-eval recall (pooled over recent passes) minus its augmented-train
+    recall, minus the same gap of overall accuracy (the augmentation-gap record)."""
+
+    run: str
+    split: str
+    cls: str
+    excess: float
+    eval_recall: float
+    train_recall: float
+    samples: float  # pooled evaluation samples of the class
+
+    @property
+    def stderr(self) -> float:
+        p = self.eval_recall
+        return math.sqrt(max(p * (1 - p), 0.0) / self.samples)
+
+
+def class_gaps(w: Window) -> list[ClassGap]:
+    """Per rare (run, split, class) with pooled eval counts and a train split beside it."""
+    last = w.last
+    evaluated = {
+        (d.get("run"), d.get("rank"), d.get("split")) for d, _ in last.select("prepwatch_eval_rounds_total")
+    }
+
+    def is_eval(d: dict[str, str]) -> bool:
+        return (d.get("run"), d.get("rank"), d.get("split")) in evaluated
+
+    train_recall = _avg_by(
+        ((d, v) for d, v in last.select("prepwatch_class_recall_ratio") if not is_eval(d)), ("run", "class")
+    )
+    accuracy = list(last.select("prepwatch_accuracy_ratio"))
+    eval_acc = _avg_by(((d, v) for d, v in accuracy if is_eval(d)), ("run", "split"))
+    train_acc = _avg_by(((d, v) for d, v in accuracy if not is_eval(d)), ("run",))
+    rare = _max_by(last.select("prepwatch_class_rare"), ("run", "class"))
+    recall, samples, _ = _recent_recall(last)
+    out = []
+    for (run, split, cls), r in recall.items():
+        tr, ea, ta = train_recall.get((run, cls)), eval_acc.get((run, split)), train_acc.get((run,))
+        if tr is None or ea is None or ta is None or rare.get((run, cls), 0.0) != 1:
+            continue
+        out.append(ClassGap(run, split, cls, (r - tr) - (ea - ta), r, tr, samples[(run, split, cls)]))
+    return out
+
+
+def _gap_conditions(w: Window, th: Thresholds) -> list[Condition]:
+    """PrepwatchRareClassAugmentationGap: the excess gap beyond its line and beyond
+    ``gap_stderrs`` standard errors of the pooled eval recall."""
+    alert = "PrepwatchRareClassAugmentationGap"
+    return [
+        Condition(alert, {"run": g.run, "split": g.split, "class": g.cls}, g.excess)
+        for g in class_gaps(w)
+        if g.excess > th.gap_excess and g.excess > th.gap_stderrs * g.stderr
+    ]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from typing import Optional
 
+from prepwatch.diagnosis.distributed_verdicts import distributed_findings
 from prepwatch.diagnosis.engine import (
     MEMORY_GROWTH_BYTES,
     MEMORY_GROWTH_RATIO,
@@ -12,6 +13,7 @@ from prepwatch.diagnosis.engine import (
     WORKER_SATURATED,
     Condition,
     RankStats,
+    class_gaps,
     conditions,
     rank_stats,
 )
@@ -38,6 +40,8 @@ def diagnose(w: Window, th: Optional[Thresholds] = None) -> list[Finding]:
         findings += _rank_findings(s, mine, th)
     findings += _memory(w)
     findings += _data_findings(conds)
+    findings += distributed_findings(w, conds, th)
+    findings += _class_gaps(w, conds)
     return rank_findings(findings)
 
 
@@ -117,6 +121,27 @@ def _rank_findings(s: RankStats, c: dict[str, Condition], th: Thresholds) -> lis
                     _scope(s),
                     ["PrepwatchFileOpenLatencyHigh"],
                     score=s.open_p99,
+                )
+            )
+        if "PrepwatchSmallFileSlowReads" in c:
+            out.append(
+                Finding(
+                    "storage.slow_reads",
+                    "warning",
+                    f"Small files slow to read: {s.reads_per_s:.0f} files/s of "
+                    f"{format_value(s.bytes_per_read, 'B')} each take {format_value(s.read_mean_s, 's')} "
+                    f"from open to close.",
+                    _read_evidence(s),
+                    [
+                        "the storage's per-request latency (object-store FUSE, an overloaded filer, "
+                        "a cold cache), paid once per sample",
+                        "a dataset of one small file per sample",
+                    ],
+                    "Shard the dataset into large sequential files (tar shards) or cache it on local "
+                    "disk; more DataLoader workers overlap the waits meanwhile.",
+                    _scope(s),
+                    ["PrepwatchSmallFileSlowReads"],
+                    score=s.reads_per_s,
                 )
             )
         if (
@@ -210,6 +235,17 @@ def _io_evidence(s: RankStats) -> list[Evidence]:
     ]
 
 
+def _read_evidence(s: RankStats) -> list[Evidence]:
+    ev = [
+        Evidence("files read", s.reads_per_s, "/s"),
+        Evidence("bytes per file", s.bytes_per_read, "B"),
+        Evidence("mean open to close per file", s.read_mean_s, "s"),
+    ]
+    if not math.isnan(s.open_p99):
+        ev.append(Evidence("open p99", s.open_p99, "s"))
+    return ev
+
+
 def _input_bound(s: RankStats, c: dict[str, Condition], alerts: list[str], th: Thresholds) -> Finding:
     """Input-bound, split by where the workers' time goes."""
     critical = "PrepwatchInputBoundCritical" in c or "PrepwatchGpuStarvedByInput" in c
@@ -223,6 +259,9 @@ def _input_bound(s: RankStats, c: dict[str, Condition], alerts: list[str], th: T
         scores["storage"] = read / per
         scores["cpu"] = cpu / per
     if io_named and s.open_p99 > th.storm_p99_s:
+        scores["storage"] = max(scores.get("storage", 0.0), 0.6)
+    slow_reads = "PrepwatchSmallFileSlowReads" in c
+    if slow_reads:
         scores["storage"] = max(scores.get("storage", 0.0), 0.6)
     saturated = not math.isnan(s.worker_cpu) and s.worker_cpu >= WORKER_SATURATED
     spare = (
@@ -270,6 +309,16 @@ def _input_bound(s: RankStats, c: dict[str, Condition], alerts: list[str], th: T
             "input_bound.small_files",
         )
         fix = "Shard the dataset into large sequential files (tar shards) or cache it on local disk."
+    elif top == "storage" and slow_reads:
+        detail, key = (
+            (
+                f"small files slow to read: {s.reads_per_s:.0f} files/s of "
+                f"{format_value(s.bytes_per_read, 'B')}, {format_value(s.read_mean_s, 's')} each "
+                f"from open to close"
+            ),
+            "input_bound.small_files",
+        )
+        fix = "Shard the dataset into large sequential files (tar shards) or cache it on local disk."
     elif top == "storage":
         detail, key = (
             (f"reading takes {format_value(read, 's')} of the workers' {format_value(per, 's')} per sample"),
@@ -310,6 +359,8 @@ def _input_bound(s: RankStats, c: dict[str, Condition], alerts: list[str], th: T
         ev.append(Evidence("worker CPU (per worker)", s.worker_cpu, "%"))
     if io_named:
         ev += _io_evidence(s)
+    if slow_reads:
+        ev += _read_evidence(s)
     return Finding(
         key,
         "critical" if critical else "warning",
@@ -320,7 +371,15 @@ def _input_bound(s: RankStats, c: dict[str, Condition], alerts: list[str], th: T
         _scope(s),
         sorted(
             set(alerts)
-            | {a for a in ("PrepwatchSmallFileMetadataStorm", "PrepwatchFileOpenLatencyHigh") if a in c}
+            | {
+                a
+                for a in (
+                    "PrepwatchSmallFileMetadataStorm",
+                    "PrepwatchFileOpenLatencyHigh",
+                    "PrepwatchSmallFileSlowReads",
+                )
+                if a in c
+            }
         ),
         score=s.wait_share,
     )
@@ -472,4 +531,44 @@ def _data_findings(conds: list[Condition]) -> list[Finding]:
                     score=c.value,
                 )
             )
+    return out
+
+
+def _class_gaps(w: Window, conds: list[Condition]) -> list[Finding]:
+    """The early warning before a rare class' clean recall falls: augmentation hides it in
+    training far more than it hides the other classes."""
+    held = {
+        (c.labels["run"], c.labels["split"], c.labels["class"])
+        for c in conds
+        if c.alert == "PrepwatchRareClassAugmentationGap"
+    }
+    out = []
+    for g in class_gaps(w):
+        if (g.run, g.split, g.cls) not in held:
+            continue
+        out.append(
+            Finding(
+                "rare_augmentation_gap",
+                "info",
+                f"Rare class {g.cls!r} is recognized {g.excess * 100:.0f} points worse on augmented "
+                f"training batches than on clean {g.split} data, beyond the same gap of overall "
+                f"accuracy: augmentation hides it (early warning).",
+                [
+                    Evidence("gap beyond overall accuracy's", g.excess, "%"),
+                    Evidence(f"clean {g.split} recall (recent passes pooled)", g.eval_recall, "%"),
+                    Evidence("augmented training recall", g.train_recall, "%"),
+                    Evidence("pooled evaluation samples", g.samples, "count"),
+                ],
+                [
+                    "a crop or cutout larger than the class' objects",
+                    "mixing (mixup, cutmix, mosaic) that buries a small or rare class",
+                    "colour or blur augmentation that erases what defines it",
+                ],
+                "Weaken the augmentation for this class (or exclude it) before its clean recall "
+                "falls, and watch its train vs eval recall.",
+                {"run": g.run, "split": g.split, "class": g.cls},
+                ["PrepwatchRareClassAugmentationGap"],
+                score=g.excess,
+            )
+        )
     return out

@@ -37,7 +37,7 @@ def test_starvation_alert_reaches_the_webhook(tmp_path, demo_help, record_proper
             wait_until(lambda: bool(_delivered(stack, "PrepwatchInputBoundCritical")),
                        WEBHOOK_TIMEOUT_S, "PrepwatchInputBoundCritical at the webhook")
         except TimeoutError:
-            share = stack.query("run_rank:prepwatch_data_wait:ratio_rate5m")
+            share = stack.query("run_rank:prepwatch_data_wait_seconds:ratio_rate5m")
             pytest.fail(f"no alert at the webhook; wait share {share}\n{stack.diagnostics()}")
         received, alert = _delivered(stack, "PrepwatchInputBoundCritical")[0]
         delivered_warnings = _delivered(stack, "PrepwatchInputBoundWarning")
@@ -66,7 +66,7 @@ def test_starvation_alert_reaches_the_webhook(tmp_path, demo_help, record_proper
 def test_healthy_demo_raises_nothing(healthy_stack: Stack, capsys) -> None:
     names = input_pipeline_alerts()
     firing = healthy_stack.firing(names)
-    share = healthy_stack.query("run_rank:prepwatch_data_wait:ratio_rate5m")
+    share = healthy_stack.query("run_rank:prepwatch_data_wait_seconds:ratio_rate5m")
     spread = healthy_stack.query(
         "run_rank:prepwatch_step_duration_seconds:p99_rate10m"
         " / run_rank:prepwatch_step_duration_seconds:p50_rate10m"

@@ -6,7 +6,8 @@ run name), scraped by one Prometheus, with the repository's rule files shortened
 (``WINDOWS``; every for: -> 10s). An agent serving 12 ranks on a loaded 2-core machine can
 take seconds per scrape, so scrapes are every 4 s and the 5 m windows become 40 s. Each
 case must raise the right alert on the right rank and nothing else from the rank
-comparisons; the healthy run raises nothing.
+comparisons; the healthy run raises nothing. The diagnosis engine, reading the agent's
+/metrics over the settling time as `prepwatch top` does, names the same two stragglers.
 """
 
 from __future__ import annotations
@@ -23,6 +24,9 @@ import pytest
 import yaml
 from e2e_stack import E2E_FOR, ROOT, Proc, free_port, http_get, need, wait_until
 
+from prepwatch.diagnosis import diagnose
+from prepwatch.diagnosis.series import Snapshot, Window, parse_text
+
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 JOBS = ROOT / "tests" / "jobs"
@@ -36,6 +40,8 @@ EXPECTED = {
     ("slowcollate", "PrepwatchInputStragglerRank", "2"),
     ("slowcompute", "PrepwatchComputeStragglerRank", "2"),
 }
+# the engine's verdicts on the same ranks: (run, finding key, rank)
+EXPECTED_FINDINGS = {("slowcollate", "straggler.input", "2"), ("slowcompute", "straggler.compute", "2")}
 FIRE_TIMEOUT_S = 360.0
 SETTLE_S = 55.0  # after the last expected alert: longer than a window plus for:
 WINDOWS = {"5m": "40s", "10m": "80s"}
@@ -106,18 +112,28 @@ def test_the_right_alert_on_the_right_rank_for_the_four_cases(tmp_path, capsys):
         try:
             wait_until(expected_fired, FIRE_TIMEOUT_S, "every expected alert", interval=1.0)
         except TimeoutError:
-            share = _query(url, "run_rank:prepwatch_data_wait_excess:ratio_rate5m")
-            deficit = _query(url, "run_rank:prepwatch_collective_wait_deficit:ratio_rate5m")
+            share = _query(url, "run_rank:prepwatch_data_wait_seconds:excess_ratio_rate5m")
+            deficit = _query(url, "run_rank:prepwatch_collective_wait_seconds:deficit_ratio_rate5m")
             scrape = _query(url, "scrape_duration_seconds")
             pytest.fail(f"missing {EXPECTED - _firing(url)}; firing {_firing(url)}\nscrape {scrape}\n"
                         f"excess {share}\ndeficit {deficit}\n" + "\n".join(p.log_tail(15) for p in procs))
         fired_after = time.monotonic() - t0
+
+        def scrape() -> Snapshot:
+            return parse_text(http_get(f"http://127.0.0.1:{port}/metrics", timeout=30).decode(), time.time())
+
+        first = scrape()
         time.sleep(SETTLE_S)
         firing = _firing(url)
+        window = Window([first, scrape()], start=first.t)
         per_step = {
             name: {(m["metric"]["run"], m["metric"]["rank"]): round(float(m["value"][1]), 3)
-                   for m in _query(url, f"run_rank:prepwatch_{name}_seconds:per_step_rate5m")}
-            for name in ("data_wait", "collective_wait", "own_compute")
+                   for m in _query(url, f"run_rank:{record}")}
+            for name, record in (
+                ("data_wait", "prepwatch_data_wait_seconds:per_step_rate5m"),
+                ("collective_wait", "prepwatch_collective_wait_seconds:per_step_rate5m"),
+                ("own_compute", "prepwatch_step_duration_seconds:own_compute_per_step_rate5m"),
+            )
         }
         # the dashboard queries that need DDP ranks draw one row per rank of these jobs
         from test_dashboard_queries import DDP_ONLY, queries, substitute
@@ -132,6 +148,9 @@ def test_the_right_alert_on_the_right_rank_for_the_four_cases(tmp_path, capsys):
         print(f"\n[e2e distributed] every expected alert firing {fired_after:.0f} s after "
               f"Prometheus started; seconds per step {per_step}")
     assert EXPECTED <= firing
+    findings = diagnose(window)
+    stragglers = {(f.scope["run"], f.key, f.scope["rank"]) for f in findings if f.family == "straggler"}
+    assert stragglers == EXPECTED_FINDINGS, [f.verdict for f in findings]
     assert ddp_rows and all(rows >= {"0", "1", "2"} for rows in ddp_rows.values()), ddp_rows
     assert not {f for f in firing if f[0] == "healthy"}, firing  # nothing at all on healthy
     wrong_rank = {f for f in firing if f[1] in RANK_ALERTS} - EXPECTED

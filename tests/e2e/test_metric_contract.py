@@ -9,16 +9,12 @@ from __future__ import annotations
 import re
 
 import pytest
-from e2e_stack import ROOT, Stack
+from e2e_stack import Stack
+from metric_families import documented_names
 
 pytestmark = pytest.mark.e2e
 
 HISTOGRAM_SERIES = re.compile(r"_(bucket|sum|count)$")
-DOCUMENTED = re.compile(r"`(prepwatch_\w+)[`{]")  # `name` or `name{labels}`
-
-
-def documented_names() -> set[str]:
-    return set(DOCUMENTED.findall((ROOT / "docs" / "metrics.md").read_text(encoding="utf-8")))
 
 
 def test_every_exported_family_is_documented(healthy_stack: Stack) -> None:
