@@ -19,12 +19,12 @@ there. Two ways in:
   descriptors, not prepwatch's own threads), so checkpoints and logs stay out; it
   costs ~0.15 us per open while prepwatch is not active in the process.
 
-Both cost ~3 us of CPU per file (open and close) on top of the file's own cost
-(bench/bench_sources.py --io; ~1 us of it is the per-file time and bytes at close) and
-never change what the caller gets beyond a thin wrapper that counts bytes: reads go
-through a :class:`CountingFile` whose other attributes fall through to the real file
-(``fileno()``, ``seek()``, ``name``...). Bytes read through ``fileno()`` (mmap,
-``np.fromfile``) are not counted; text-mode files count characters.
+Both cost ~1.5 us of CPU per file opened and closed, ~2 us with a read, on top of the
+file's own cost (bench/bench_sources.py --io, instrumentation alone) and never change
+what the caller gets beyond a thin wrapper that counts bytes: reads go through a
+:class:`CountingFile` whose other attributes are the real file's (``fileno()``,
+``seek()``, ``name``...). Bytes read through ``fileno()`` (mmap, ``np.fromfile``) are
+not counted; text-mode files count characters.
 
 For per-stage timing of your own read/decode/transform code use ``prepwatch.stage``::
 
