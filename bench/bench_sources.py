@@ -14,7 +14,9 @@ What is measured, in one process:
 * IO: the per-open cost of ``timed_open`` and of the open hook, against a bare
   ``open``, measured alternately in rounds (bare, timed, hooked, bare, ...) so drift
   in machine load hits all of them alike; plus the instrumentation alone, with the
-  real open replaced by a function that returns at once. IO figures are CPU time of
+  real open replaced by a function that returns at once: open+close, and a whole file
+  (``with`` open, one read, close), the path every sample of a small-file dataset
+  takes (budget 2 us for each). IO figures are CPU time of
   the measuring thread (``time.thread_time``: user + system, so the syscall counts,
   preemption by other load does not).
 """
@@ -242,8 +244,19 @@ def bench_io(rounds: int = 21, per_round: int = 2000) -> dict[str, float]:
         med = {k: statistics.median(v) for k, v in results.items()}
 
         # The instrumentation alone: the real open swapped for one that returns at once.
+        data = b"x" * 4096
+
         class Dummy:
             def close(self) -> None: ...
+
+            def read(self, size: Any = -1) -> bytes:
+                return data
+
+            def __enter__(self) -> Dummy:
+                return self
+
+            def __exit__(self, *exc: Any) -> None:
+                self.close()
 
         dummy = Dummy()
 
@@ -252,32 +265,34 @@ def bench_io(rounds: int = 21, per_round: int = 2000) -> dict[str, float]:
 
         pw_io._bare_open = instant
         n = 20_000
-        alone: dict[str, list[float]] = {"bare": [], "timed": [], "hooked": []}
+        alone: dict[str, list[float]] = {
+            "bare": [], "timed": [], "hooked": [], "bare_file": [], "timed_file": [],
+            "hooked_file": [],
+        }
+
+        def open_close(op: Any) -> float:
+            t0 = cpu()
+            for _ in range(n):
+                op(path, "rb").close()
+            return (cpu() - t0) / n
+
+        def whole_file(op: Any) -> float:  # open, one read, close: a small-file sample
+            t0 = cpu()
+            for _ in range(n):
+                with op(path, "rb") as f:
+                    f.read()
+            return (cpu() - t0) / n
+
         for _ in range(15):
-            t0 = cpu()
-            for _ in range(n):
-                instant(path, "rb").close()
-            alone["bare"].append((cpu() - t0) / n)
-            t0 = cpu()
-            for _ in range(n):
-                timed(path, "rb").close()
-            alone["timed"].append((cpu() - t0) / n)
+            alone["bare"].append(open_close(instant))
+            alone["timed"].append(open_close(timed))
+            alone["bare_file"].append(whole_file(instant))
+            alone["timed_file"].append(whole_file(timed))
             with pw_io.instrument_open():
-                hooked = builtins.open
-                t0 = cpu()
-                for _ in range(n):
-                    hooked(path, "rb").close()
-                alone["hooked"].append((cpu() - t0) / n)
+                alone["hooked"].append(open_close(builtins.open))
+                alone["hooked_file"].append(whole_file(builtins.open))
         # Fixed CPU work: noise from other load only adds, so the fastest round is the estimate.
         iso = {k: min(v) for k, v in alone.items()}
-        # Of which the shared-memory recorder (prepwatch/hooks/worker_recorder.py) takes:
-        rec_times = []
-        for _ in range(15):
-            t0 = cpu()
-            for _ in range(n):
-                rec.file_open(1e-5)
-            rec_times.append((cpu() - t0) / n)
-        recorder_cost = min(rec_times)
         # Hook installed but prepwatch not active in the process (recorder None).
         pw_io._recorder = lambda: None
         with pw_io.instrument_open():
@@ -298,8 +313,9 @@ def bench_io(rounds: int = 21, per_round: int = 2000) -> dict[str, float]:
         "hooked_overhead_us": (med["hooked"] - med["bare"]) * 1e6,
         "timed_overhead_isolated_us": (iso["timed"] - iso["bare"]) * 1e6,
         "hooked_overhead_isolated_us": (iso["hooked"] - iso["bare"]) * 1e6,
+        "timed_file_overhead_isolated_us": (iso["timed_file"] - iso["bare_file"]) * 1e6,
+        "hooked_file_overhead_isolated_us": (iso["hooked_file"] - iso["bare_file"]) * 1e6,
         "hook_inactive_overhead_us": inactive_overhead * 1e6,
-        "recorder_file_open_us": recorder_cost * 1e6,
         "bare_read_us": med["bare_read"] * 1e6,
         "hooked_read_us": med["hooked_read"] * 1e6,
         "hooked_read_overhead_us": (med["hooked_read"] - med["bare_read"]) * 1e6,
@@ -336,10 +352,11 @@ def print_io(io_: dict[str, float]) -> None:
     print(f"  bare open+close   {io_['bare_open_us']:6.2f} us")
     print(f"  timed_open        {io_['timed_open_us']:6.2f} us  (+{io_['timed_overhead_us']:.2f})")
     print(f"  hooked open       {io_['hooked_open_us']:6.2f} us  (+{io_['hooked_overhead_us']:.2f})")
-    print(f"  instrumentation alone (fastest round): timed_open +{io_['timed_overhead_isolated_us']:.2f} us, "
-          f"hook +{io_['hooked_overhead_isolated_us']:.2f} us (budget 2 us); "
-          f"hook with prepwatch inactive +{io_['hook_inactive_overhead_us']:.2f} us")
-    print(f"  of which Recorder.file_open (shared-memory row): {io_['recorder_file_open_us']:.2f} us")
+    print(f"  instrumentation alone (fastest round), open+close: timed_open "
+          f"+{io_['timed_overhead_isolated_us']:.2f} us, hook +{io_['hooked_overhead_isolated_us']:.2f} us; "
+          f"open+read+close: timed_open +{io_['timed_file_overhead_isolated_us']:.2f} us, "
+          f"hook +{io_['hooked_file_overhead_isolated_us']:.2f} us (budget 2 us per file)")
+    print(f"  hook installed, prepwatch inactive: +{io_['hook_inactive_overhead_us']:.2f} us")
     print(f"  open+read 4 KiB+close: bare {io_['bare_read_us']:.2f} us, hooked "
           f"{io_['hooked_read_us']:.2f} us (+{io_['hooked_read_overhead_us']:.2f}; per-file "
           "read time and bytes recorded at close)")

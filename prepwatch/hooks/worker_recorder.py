@@ -32,6 +32,23 @@ COUNTERS = ("file_opens", "read_bytes", "errors")
 WIDTH = max(len(b) for _, b in HIST_SLOTS) + 2  # bucket counts, +Inf, then the sum
 ROW = len(HIST_SLOTS) * WIDTH + len(COUNTERS)
 
+# Cells the open hook (prepwatch/hooks/open_hook.py) writes itself, in line: a method call
+# per open, read and close costs more than the writes (bench/bench_sources.py --io).
+FILE_OPEN_BASE = FILE_OPEN_SLOT * WIDTH
+FILE_READ_BASE = FILE_READ_SLOT * WIDTH
+FILE_BYTES_BASE = FILE_BYTES_SLOT * WIDTH
+SUM_AT = WIDTH - 1  # a histogram's sum, after its bucket counts and +Inf
+READ_BYTES_AT = len(HIST_SLOTS) * WIDTH + COUNTERS.index("read_bytes")
+# The "file_opens" counter cell is not written: prepwatch_file_opens_total is the count of
+# the file_open histogram (one write fewer per open), read back in worker_stats.
+_BYTES_EXP = [int(b).bit_length() - 1 for b in FILE_BYTES_BUCKETS]
+if [float(2**e) for e in _BYTES_EXP] != list(FILE_BYTES_BUCKETS):
+    raise ValueError("FILE_BYTES_BUCKETS must be powers of two (see FILE_BYTES_BUCKET_BY_BITS)")
+# The bucket of n bytes without a search: n <= 2**e exactly when (n - 1).bit_length() <= e,
+# so FILE_BYTES_BUCKET_BY_BITS[(n - 1).bit_length()] == bisect_left(FILE_BYTES_BUCKETS, n)
+# for 0 <= n < 2**127 (a search costs twice as much, int against float four times).
+FILE_BYTES_BUCKET_BY_BITS = tuple(bisect_left(_BYTES_EXP, b) for b in range(128))
+
 
 class Recorder:
     """Writes timings of one process into one row. Single writer per row.
@@ -40,10 +57,11 @@ class Recorder:
     numpy scalar indexing, which matters for per-open and per-sample timings.
     """
 
-    __slots__ = ("_mv", "_bounds", "_counters")
+    __slots__ = ("_mv", "_bounds", "_counters", "cells")
 
     def __init__(self, row: np.ndarray) -> None:
         self._mv = memoryview(np.ascontiguousarray(row)).cast("B").cast("d")
+        self.cells = self._mv  # the row, flat, for writers that inline (the open hook)
         if not np.shares_memory(row, np.frombuffer(self._mv, dtype=np.float64)):
             raise ValueError("Recorder needs a contiguous row to write into")
         self._bounds = [b for _, b in HIST_SLOTS]
@@ -64,8 +82,7 @@ class Recorder:
         mv = self._mv
         base = FILE_OPEN_SLOT * WIDTH
         mv[base + bisect_left(IO_BUCKETS, seconds)] += 1
-        mv[base + WIDTH - 1] += seconds
-        mv[self._counters] += 1
+        mv[base + WIDTH - 1] += seconds  # the count of opens is this histogram's count
 
     def file_closed(self, seconds: float, nbytes: int) -> None:
         """One instrumented file closed: its open-to-close time and the bytes read from it."""

@@ -235,8 +235,9 @@ class WorkerStats:
         sizes.add_metric([], *_buckets(hist[FILE_BYTES_SLOT], FILE_BYTES_BUCKETS))
         yield sizes
         counters = total[len(HIST_SLOTS) * WIDTH :]
-        yield CounterMetricFamily(
-            "prepwatch_file_opens", "File opens made by dataset code.", value=counters[0]
+        yield CounterMetricFamily(  # the open hook counts opens in the latency histogram only
+            "prepwatch_file_opens", "File opens made by dataset code.",
+            value=float(hist[FILE_OPEN_SLOT][: len(IO_BUCKETS) + 1].sum()),
         )
         yield CounterMetricFamily(
             "prepwatch_read_bytes", "Bytes read through instrumented files.", value=counters[1]
