@@ -78,25 +78,6 @@ class Recorder:
         slot = SLOT_INDEX.get("fetch:" + stage)
         self.observe(SLOT_INDEX["fetch:other"] if slot is None else slot, seconds, n)
 
-    def file_open(self, seconds: float) -> None:
-        mv = self._mv
-        base = FILE_OPEN_SLOT * WIDTH
-        mv[base + bisect_left(IO_BUCKETS, seconds)] += 1
-        mv[base + WIDTH - 1] += seconds  # the count of opens is this histogram's count
-
-    def file_closed(self, seconds: float, nbytes: int) -> None:
-        """One instrumented file closed: its open-to-close time and the bytes read from it."""
-        mv = self._mv
-        base = FILE_READ_SLOT * WIDTH
-        mv[base + bisect_left(IO_BUCKETS, seconds)] += 1
-        mv[base + WIDTH - 1] += seconds
-        base = FILE_BYTES_SLOT * WIDTH
-        mv[base + bisect_left(FILE_BYTES_BUCKETS, nbytes)] += 1
-        mv[base + WIDTH - 1] += nbytes
-
-    def read_bytes(self, n: int) -> None:
-        self._mv[self._counters + 1] += n
-
     def error(self) -> None:
         self._mv[self._counters + 2] += 1
 
