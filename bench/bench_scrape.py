@@ -42,7 +42,7 @@ def _scrape_ms(url: str, n: int = 7) -> tuple[float, int]:
     return statistics.median(times) * 1e3, size
 
 
-def _paired_ms(direct: str, agent: str, n: int = 15) -> tuple[float, float]:
+def _paired_ms(direct: str, agent: str, n: int = 41) -> tuple[float, float]:
     """Median scrape times of both endpoints, taken in alternation so that both see the
     same machine (a busy machine's load moves both, not their ratio)."""
     a, b = [], []
