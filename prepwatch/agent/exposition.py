@@ -14,15 +14,14 @@ from typing import Iterable, Iterator, Optional
 from prometheus_client.core import Metric
 from prometheus_client.samples import Sample
 
-from prepwatch.exporter.snapshot import Family, families_of
+from prepwatch.exporter.snapshot import SAMPLE_SUFFIXES, Family, families_of
 
-SUFFIXES = ("", "_total", "_bucket", "_count", "_sum", "_info", "_gcount", "_gsum")
 Source = tuple[dict[str, str], list[Family]]
 
 
 def _wanted(name: str, names: Optional[set[str]]) -> bool:
     """``name[]`` filtering as prometheus_client does it: by family or by sample name."""
-    return names is None or any(name + suffix in names for suffix in SUFFIXES)
+    return names is None or any(name + suffix in names for suffix in SAMPLE_SUFFIXES)
 
 
 def assemble(sources: Iterable[Source], own: Iterable[Metric],

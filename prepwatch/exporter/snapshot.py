@@ -22,6 +22,8 @@ from typing import Any, Mapping, NamedTuple
 from prepwatch.exporter.text import family_header, family_lines, label_prefix
 
 VERSION = 2
+# Sample names a family may have: its name plus one of these (``_created`` is never sent).
+SAMPLE_SUFFIXES = ("", "_total", "_bucket", "_count", "_sum", "_info", "_gcount", "_gsum")
 IDENTITY_LABELS = ("run", "rank")  # rendered first in every label set of a rank's lines
 # Families the agent merges across its ranks and serves without ``rank`` (class health:
 # prepwatch/agent/merge.py says how each is reduced). A rank renders them with ``run``
