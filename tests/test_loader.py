@@ -123,10 +123,15 @@ def test_prefetching_wrapper_hides_the_slow_loader_and_that_is_what_is_measured(
     for _ in watch.loader(Prefetcher(dl), dataloader=dl):
         time.sleep(0.03)  # the "model step" is slower than loading: the prefetcher keeps up
         steps += 1
+    samples = scrape(watch.url)
     c = counts(watch.url)
     assert steps == 10
-    # The loop itself barely waited, although each batch took ~8 ms of worker time...
-    assert c["wait_sum"] / c["wait_n"] < 0.005
+    # The loop itself barely waited, although each batch took ~8 ms of worker time: at
+    # most two of its 9 waits (a busy machine's scheduling hiccups) reach 5 ms; measured on
+    # the slow loader inside, every wait would.
+    quick = sum(v for (name, labels), v in samples.items()
+                if name == "prepwatch_data_wait_seconds_bucket" and dict(labels).get("le") == "0.00512")
+    assert c["wait_n"] == 9 and quick >= c["wait_n"] - 2, (quick, c)
     # ...and the worker-side fetch time is still measured through dataloader=.
     assert c["fetch_n"] == 40
     assert c["read_sum"] >= 40 * 0.004
