@@ -3,7 +3,8 @@
 A "full job": 1000 classes x 2 splits of class health, a DataLoader with 8 workers
 restarted every epoch (persistent_workers=False), 8 GPUs' worth of GPU series (through
 the fake NVML seam of the test suite: no GPU here), host and process-tree series. Scraped
-over real HTTP, both from the process' own endpoint and through the node agent.
+over real HTTP, both from the process' own endpoint and through the node agent, with
+class health's training counts changed between scrapes (as its flush every 10 s does).
 
     python bench/bench_scrape.py [--quick]
 """
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import os
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -27,7 +29,6 @@ import torch  # noqa: E402
 from torch.utils.data import DataLoader  # noqa: E402
 
 import prepwatch  # noqa: E402
-from prepwatch.agent.agent import Agent  # noqa: E402
 from prepwatch.exporter.rank_link import RankLink  # noqa: E402
 from prepwatch.sources import start_sources  # noqa: E402
 
@@ -42,14 +43,38 @@ def _scrape_ms(url: str, n: int = 7) -> tuple[float, int]:
     return statistics.median(times) * 1e3, size
 
 
-def _paired_ms(direct: str, agent: str, n: int = 41) -> tuple[float, float]:
+def _paired_ms(direct: str, agent: str, between, n: int = 41) -> tuple[float, float]:
     """Median scrape times of both endpoints, taken in alternation so that both see the
-    same machine (a busy machine's load moves both, not their ratio)."""
+    same machine (a busy machine's load moves both, not their ratio); ``between`` runs
+    before each pair, untimed, as training runs between two scrapes."""
     a, b = [], []
     for _ in range(n):
+        between()
         a.append(_scrape_ms(direct, 1)[0])
         b.append(_scrape_ms(agent, 1)[0])
     return statistics.median(a), statistics.median(b)
+
+
+class _AgentProcess:
+    """The node agent in a process of its own, as `prepwatch agent` runs beside the job
+    (its own GIL and core); without GPU/host sources, so that both endpoints serve the same
+    series."""
+
+    CODE = ("import sys, threading; from prepwatch.agent.agent import Agent; "
+            "a = Agent(sys.argv[1], port=0, run='bench', sources=False); "
+            "print(a.url, flush=True); sys.stdin.read(); a.close()")
+
+    def __init__(self, state: Path) -> None:
+        self.proc = subprocess.Popen([sys.executable, "-c", self.CODE, str(state)], cwd=ROOT,
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        self.url = self.proc.stdout.readline().strip()
+        if not self.url:
+            raise RuntimeError("the agent process did not start")
+
+    def close(self) -> None:
+        self.proc.stdin.close()
+        self.proc.wait(30)
+        self.proc.stdout.close()
 
 
 def run(quick: bool = False) -> dict:
@@ -70,7 +95,7 @@ def run(quick: bool = False) -> dict:
         health.eval_predictions(torch.randint(0, 1000, (256,)), torch.randint(0, 1000, (256,)))
     health.flush()
     state = Path(tempfile.mkdtemp(prefix="prepwatch-bench-"))
-    agent = Agent(state, port=0, run="bench", sources=False)
+    agent = _AgentProcess(state)
     link = RankLink(state, watch.ctx.registry, {"run": "bench", "rank": 0, "pid": os.getpid()},
                     watch.ctx.errors.report)
     dl = DataLoader(TensorPairs(16), batch_size=2, num_workers=8, persistent_workers=False)
@@ -88,7 +113,11 @@ def run(quick: bool = False) -> dict:
                 pass
         epoch_s = (time.perf_counter() - t0) / (epochs - 1)
         _, lines_after = _scrape_ms(watch.url, 1)
-        last_direct, last_agent = _paired_ms(watch.url, agent.url)
+
+        def training_steps() -> None:  # class health's training split flushes between scrapes
+            health.train_predictions(torch.randint(0, 1000, (256,)), torch.randint(0, 1000, (256,)))
+            health.flush()
+        last_direct, last_agent = _paired_ms(watch.url, agent.url, training_steps)
     finally:
         link.close()
         agent.close()

@@ -6,7 +6,10 @@ registry is rendered in the agent's wire format under N identities to simulate N
 ranks per node agent. Counted: sample lines a run exports at 1, 8 and 64 ranks, with the
 class series merged per node (the agent's default) and per rank (as before). Timed, at 1,
 8 and 16 local ranks: the agent's work per scrape (check every snapshot, merge the class
-series, assemble the text), against a direct scrape's render of one rank.
+series, assemble the text), against a direct scrape's render of one rank; "cold" with every
+block new to the agent (the scrape after every rank flushed class health), "steady" with the
+loop's families changed since the last scrape (a pass of a DataLoader, a collective) and
+class health not (the agent does not re-check a block it accepted last time).
 
     python bench/bench_series.py
 """
@@ -41,15 +44,20 @@ def _one_rank():
     watch = Watch(ctx, exporter=None, artifacts_dir=None)
     for _ in watch.loader(DataLoader(TensorPairs(16), batch_size=2, num_workers=2)):
         pass
-    CollectiveTimer(ctx).wait.observe(0.01)
+    timer = CollectiveTimer(ctx)
+    timer.wait.observe(0.01)
+    steps = watch.loader(DataLoader(TensorPairs(16), batch_size=2, num_workers=0))
+
+    def between_scrapes() -> None:
+        for _ in steps:
+            timer.wait.observe(0.01)
     health = watch.class_health(num_classes=1000)
     for _ in range(20):
         health.train_predictions(torch.randint(0, 1000, (256,)), torch.randint(0, 1000, (256,)))
         with health.evaluation("eval"):
             health.eval_predictions(torch.randint(0, 1000, (256,)), torch.randint(0, 1000, (256,)))
     health.flush(60)
-    watch.stop()
-    return ctx.registry
+    return ctx.registry, between_scrapes, watch.stop
 
 
 def _lines(body: bytes) -> int:
@@ -62,12 +70,13 @@ def _payloads(registry, ranks: range) -> list[bytes]:
     return [snapshot.encode(registry, {"run": "bench", "rank": r}) for r in ranks]
 
 
-def _agent_body(payloads: list[bytes], merge: bool = True) -> bytes:
+def _agent_body(payloads: list[bytes], merge: bool = True, checkers=None) -> bytes:
     """What the agent does per scrape once the ranks' snapshots arrived."""
     from prepwatch.agent import exposition, snapshot_validation
     from prepwatch.agent.merge import collapse_class_series
 
-    sources = [snapshot_validation.decode(p) for p in payloads]
+    checkers = checkers or [snapshot_validation.SnapshotChecker() for _ in payloads]
+    sources = [checker.decode(p) for checker, p in zip(checkers, payloads)]
     return exposition.render(exposition.assemble(collapse_class_series(sources) if merge else sources, []))
 
 
@@ -81,9 +90,10 @@ def _median_ms(fn, n: int) -> float:
 
 
 def run(quick: bool = False) -> dict:
+    from prepwatch.agent.snapshot_validation import SnapshotChecker
     from prepwatch.exporter.text import encode_text
 
-    registry = _one_rank()
+    registry, between_scrapes, stop = _one_rank()
     body = _agent_body(_payloads(registry, range(1)), merge=False)
     per_family: Counter[str] = Counter()
     for line in body.decode().splitlines():
@@ -103,11 +113,22 @@ def run(quick: bool = False) -> dict:
     results["direct_render_one_rank_ms"] = direct
     for local in (1, 8, 16):
         payloads = _payloads(registry, range(local))
-        agent = _median_ms(lambda p=payloads: _agent_body(p), n)
+        cold = _median_ms(lambda p=payloads: _agent_body(p), n)
+        checkers = [SnapshotChecker() for _ in range(local)]
+        _agent_body(payloads, checkers=checkers)
+        times = []
+        for _ in range(n):
+            between_scrapes()
+            payloads = _payloads(registry, range(local))
+            t0 = time.perf_counter()
+            _agent_body(payloads, checkers=checkers)
+            times.append(time.perf_counter() - t0)
+        steady = statistics.median(times) * 1e3
         results[f"agent_{local}_local_ranks"] = {
-            "agent_ms": agent, "per_rank_ms": agent / local,
-            "agent_vs_direct_one_rank": agent / direct,
+            "cold_ms": cold, "steady_ms": steady, "steady_per_rank_ms": steady / local,
+            "cold_vs_direct_one_rank": cold / direct, "steady_vs_direct_one_rank": steady / direct,
         }
+    stop()
     results["per_family"] = dict(sorted(per_family.items(), key=lambda kv: -kv[1]))
     return results
 

@@ -176,6 +176,31 @@ def test_an_oversized_snapshot_is_cut_off(agent_with_good_rank):
         bad.close()
 
 
+@pytest.mark.parametrize("case", ["label_value_forges_a_line", "another_ranks_identity",
+                                  "label_run_overrides_identity", "line_too_long"])
+def test_a_rank_accepted_once_is_checked_again_when_a_block_changes(agent_with_good_rank, case):
+    """The agent does not re-check a block identical to one it accepted from that rank at the
+    last scrape (snapshot_validation.SnapshotChecker); a rank that earned that once must not
+    slip a changed block through it."""
+    agent = agent_with_good_rank
+    rank = FakeRank(agent.state_dir / "ranks", "4000008", snap(families=fam(labels={"split": "a"})),
+                    identity={"run": "bad", "rank": 0})
+    try:
+        for _ in range(2):  # accepted, then served from the checker's memory
+            s = scrape(agent.url, timeout=30)
+            assert value(s, "prepwatch_thing", run="bad", rank="0", split="a") == 1
+        rank.payload = BAD[case]
+        with urllib.request.urlopen(agent.url, timeout=30) as resp:
+            body = resp.read().decode()
+        s = parse(body)
+        assert "forged" not in body and "someone_else" not in body
+        assert value(s, "prepwatch_thing") is None
+        assert value(s, "prepwatch_rank_up", run="bad", rank="0") == 0
+        assert value(s, "prepwatch_steps_total", run="good", rank="0") == 7
+    finally:
+        rank.close()
+
+
 def test_a_rank_that_dribbles_cannot_hold_the_scrape(agent_with_good_rank):
     agent = agent_with_good_rank
     slow = FakeRank(agent.state_dir / "ranks", "4000003", snap(), dribble=0.5,

@@ -69,6 +69,8 @@ class RankAggregator:
         self._gone: dict[tuple[str, str], tuple[float, str]] = {}  # (run, rank) -> (when, why)
         self._down: dict[tuple[str, str], str] = {}  # this scrape: registered, not served -> why
         self._drops: dict[str, int] = {}  # reason -> ranks left out of a scrape, so far
+        # socket name -> its checker (remembers the blocks it accepted at the last scrape)
+        self._checkers: dict[str, snapshot_validation.SnapshotChecker] = {}
         self._pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="prepwatch-agg")
         # One scrape at a time (an HA pair of Prometheus servers scrapes concurrently):
         # _known and _gone are updated by the scrape and its fetch threads.
@@ -83,7 +85,7 @@ class RankAggregator:
 
     def _fetch(self, path: Path) -> Optional[tuple[dict[str, Any], list[Family]]]:
         try:
-            return snapshot_validation.decode(read_rank(path, self._timeout))
+            return self._checkers[path.name].decode(read_rank(path, self._timeout))
         except RankDropped as exc:
             # Hung, foreign or malformed: this rank is down for this scrape, by name when
             # the agent knows it; the others are served as usual.
@@ -136,6 +138,8 @@ class RankAggregator:
             paths = []
         self._down = {}
         self._notice_vanished_sockets({p.name for p in paths})
+        self._checkers = {p.name: self._checkers.get(p.name) or snapshot_validation.SnapshotChecker()
+                          for p in paths}
         results = list(self._pool.map(self._fetch, paths)) if paths else []
         sources: list[Source] = []
         if self._local is not None:

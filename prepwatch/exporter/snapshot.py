@@ -70,11 +70,11 @@ def families_of(collector: Any, labels: Mapping[str, str], merged_by_node: bool 
     node_prefix = label_prefix(node)
     out = []
     for m in collector.collect():
-        schemas = {tuple(s.labels) for s in m.samples if not s.name.endswith("_created")}
+        schemas: set[tuple[str, ...]] = set()
         if merged_by_node and m.name in NODE_MERGED:
-            lines = family_lines(m, node, node_prefix)
+            lines = family_lines(m, node, node_prefix, schemas)
         else:
-            lines = family_lines(m, labels, prefix)
+            lines = family_lines(m, labels, prefix, schemas)
         out.append(Family(m.name, m.type, m.documentation, m.unit, lines,
                           [list(names) for names in schemas]))
     return out
