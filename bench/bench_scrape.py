@@ -45,12 +45,14 @@ def _scrape_ms(url: str, n: int = 7) -> tuple[float, int]:
 
 def _paired_ms(direct: str, agent: str, between, n: int = 41) -> tuple[float, float]:
     """Median scrape times of both endpoints, taken in alternation so that both see the
-    same machine (a busy machine's load moves both, not their ratio); ``between`` runs
-    before each pair, untimed, as training runs between two scrapes."""
+    same machine (a busy machine's load moves both, not their ratio). ``between`` runs
+    before every scrape, untimed, as training runs between two scrapes of a job (the first
+    render after it is the slower: measured so, neither endpoint gets a warm one)."""
     a, b = [], []
     for _ in range(n):
         between()
         a.append(_scrape_ms(direct, 1)[0])
+        between()
         b.append(_scrape_ms(agent, 1)[0])
     return statistics.median(a), statistics.median(b)
 

@@ -76,7 +76,7 @@ def _agent_body(payloads: list[bytes], merge: bool = True, checkers=None) -> byt
     from prepwatch.agent.merge import collapse_class_series
 
     checkers = checkers or [snapshot_validation.SnapshotChecker() for _ in payloads]
-    sources = [checker.decode(p) for checker, p in zip(checkers, payloads)]
+    sources = [checker.decode([p]) for checker, p in zip(checkers, payloads)]
     return exposition.render(exposition.assemble(collapse_class_series(sources) if merge else sources, []))
 
 

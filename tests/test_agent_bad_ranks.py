@@ -21,6 +21,7 @@ from helpers import parse, scrape, value, wait_for
 from prepwatch.agent.agent import Agent
 from prepwatch.agent.snapshot_validation import MAX_SERIES
 from prepwatch.context import Context
+from prepwatch.exporter import snapshot
 from prepwatch.exporter.rank_link import RankLink
 from prepwatch.identity import Identity
 
@@ -70,14 +71,17 @@ class FakeRank:
 
 
 def snap(identity=None, families=None, lengths=None, body=None) -> bytes:
-    """A snapshot in the wire format (prepwatch/exporter/snapshot.py), each part overridable."""
+    """A snapshot in the wire format (prepwatch/exporter/snapshot.py), each part
+    overridable: ``body`` replaces the lines of every family, ``lengths`` their stated size."""
     identity = {"run": "bad", "rank": 0} if identity is None else identity
     families = fam(name="prepwatch_steps", sname="prepwatch_steps_total", mtype="counter", value=5) \
         if families is None else families
-    text = "".join(f[5] for f in families) if body is None else body
-    head = [[*f[:5], len(f[5]) if lengths is None else lengths] for f in families]
-    return json.dumps({"v": 2, "identity": identity, "families": head}).encode() + b"\n" + \
-        (text.encode() if isinstance(text, str) else text)
+    out = json.dumps({"v": snapshot.VERSION, "identity": identity}).encode() + b"\n"
+    for f in families:
+        text = f[5] if body is None else body
+        text = text.encode() if isinstance(text, str) else text
+        out += json.dumps([*f[:5], len(text) if lengths is None else lengths]).encode() + b"\n" + text
+    return out
 
 
 def fam(name="prepwatch_thing", labels=None, value=1, doc="Thing.", sname=None, mtype="gauge",
@@ -113,7 +117,9 @@ BAD = {
     "line_too_long": snap(families=fam(labels={"split": "x" * 20000})),
     "lengths_do_not_add_up": snap(lengths=3),
     "text_not_utf8": snap(body=b"\xff\xfe" * 20),
-    "not_json": b"{\"v\": 2, \"identity\"\n",
+    "not_json": b"{\"v\": 3, \"identity\"\n",
+    "ends_inside_a_block": snap()[:-3],
+    "family_header_not_a_list": snap()[:snap().index(b"\n") + 1] + b'{"name": "x"}\n',
     "too_many_series": snap(families=[["prepwatch_many", "gauge", "M.", "", [["i"]], "".join(
         f'prepwatch_many{{run="bad",rank="0",i="{i}"}} 1\n' for i in range(MAX_SERIES + 1))]]),
 }
@@ -167,7 +173,7 @@ def test_a_bad_snapshot_drops_only_that_rank(agent_with_good_rank, case):
 
 def test_an_oversized_snapshot_is_cut_off(agent_with_good_rank):
     agent = agent_with_good_rank
-    bad = FakeRank(agent.state_dir / "ranks", "4000002", b" " * (33 << 20))
+    bad = FakeRank(agent.state_dir / "ranks", "4000002", snap(body=b" " * (33 << 20)))
     try:
         s = scrape(agent.url, timeout=30)
         assert value(s, "prepwatch_steps_total", run="good") == 7

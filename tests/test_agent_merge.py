@@ -145,3 +145,38 @@ def test_every_family_ranks_render_without_rank_has_a_reduction():
     from prepwatch.agent.merge import REDUCERS
 
     assert REDUCERS.keys() == snapshot.NODE_MERGED
+
+
+def test_class_health_declares_the_label_names_its_samples_have():
+    """Class health declares its families' label names instead of the snapshot reading them
+    off every sample (prepwatch/metrics/labels.py); a declaration that a sample does not
+    keep would cost the whole rank at the agent. Every path that adds samples is taken:
+    classes beyond max_classes (the _other series), rare classes, pooled recent passes,
+    the previous pass' recall, skipped targets."""
+    from prepwatch.checks.class_health import ClassHealth
+    from prepwatch.checks.class_health.export import LABEL_NAMES
+    from prepwatch.metrics.labels import DECLARED_LABEL_NAMES
+
+    ctx = Context.create(Identity(run="job", rank=0))
+    health = ClassHealth(ctx, num_classes=30, max_classes=10, worst_k=3, rare_classes=[1, 2],
+                         ignore_index=-100)
+    g = torch.Generator().manual_seed(0)
+    targets = torch.randint(0, 30, (64,), generator=g)
+    targets[:3] = -100
+    for _ in range(3):
+        health.train_predictions(torch.randn(64, 30, generator=g), targets)
+        with health.evaluation("eval"):
+            health.eval_predictions(torch.randn(64, 30, generator=g), targets)
+    assert health.flush(30)
+    seen = {}
+    for metric in health.collect():
+        declared = getattr(metric, DECLARED_LABEL_NAMES)
+        assert declared == LABEL_NAMES[metric.name]
+        for sample in metric.samples:
+            assert tuple(sample.labels) in declared, (metric.name, sample)
+            seen[metric.name] = seen.get(metric.name, 0) + 1
+    health.close()
+    assert set(seen) == set(LABEL_NAMES), set(LABEL_NAMES) - set(seen)  # no family left untested
+    # and the agent accepts them all, rendered through the declarations
+    _identity, families = snapshot_validation.decode(snapshot.encode(ctx.registry, {"run": "job", "rank": 0}))
+    assert {f.name for f in families} >= set(LABEL_NAMES)

@@ -15,7 +15,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 
 from prepwatch.agent import exposition, snapshot_validation
 from prepwatch.agent.merge import collapse_class_series
-from prepwatch.agent.rank_reader import RankDropped, read_rank
+from prepwatch.agent.rank_reader import RankDropped, rank_chunks
 from prepwatch.exporter.snapshot import Family, families_of
 
 Source = tuple[dict[str, str], list[Family]]
@@ -85,7 +85,7 @@ class RankAggregator:
 
     def _fetch(self, path: Path) -> Optional[tuple[dict[str, Any], list[Family]]]:
         try:
-            return self._checkers[path.name].decode(read_rank(path, self._timeout))
+            return self._checkers[path.name].decode(rank_chunks(path, self._timeout))
         except RankDropped as exc:
             # Hung, foreign or malformed: this rank is down for this scrape, by name when
             # the agent knows it; the others are served as usual.
@@ -140,7 +140,9 @@ class RankAggregator:
         self._notice_vanished_sockets({p.name for p in paths})
         self._checkers = {p.name: self._checkers.get(p.name) or snapshot_validation.SnapshotChecker()
                           for p in paths}
-        results = list(self._pool.map(self._fetch, paths)) if paths else []
+        # One rank (a single-GPU node, a test) is read on this thread: no hand-off to wait for.
+        results = list(self._pool.map(self._fetch, paths)) if len(paths) > 1 else \
+            [self._fetch(p) for p in paths]
         sources: list[Source] = []
         if self._local is not None:
             labels, collector = self._local

@@ -47,7 +47,10 @@ def assemble(sources: Iterable[Source], own: Iterable[Metric],
 
 def render(families: Iterable[Family]) -> bytes:
     """The text format (0.0.4) of assembled families."""
-    return "".join(f.header() + f.lines for f in families).encode("utf-8")
+    parts: list[str] = []
+    for f in families:
+        parts += (f.header(), f.lines)
+    return "".join(parts).encode("utf-8")
 
 
 _LINE = re.compile(r"([^{\s]+)(?:\{(.*)\})? (\S+)(?: \S+)?\n")

@@ -13,8 +13,10 @@ import socket
 import struct
 import time
 from pathlib import Path
+from typing import Iterator
 
 MAX_SNAPSHOT_BYTES = 32 << 20  # a full job (1000 classes x 2 splits, 8 GPUs) is ~1 MiB
+RECV_BYTES = 256 << 10
 _UCRED = struct.Struct("3i")  # pid, uid, gid
 
 
@@ -32,9 +34,10 @@ def peer_uid(sock: socket.socket) -> tuple[int, int]:
     return pid, uid
 
 
-def read_rank(path: Path, timeout: float, max_bytes: int = MAX_SNAPSHOT_BYTES) -> bytes:
-    """The bytes a rank sends, or :class:`RankDropped` (``timeout``, ``foreign_peer``,
-    ``too_large``). Connection errors propagate: the caller decides whether the rank died."""
+def rank_chunks(path: Path, timeout: float, max_bytes: int = MAX_SNAPSHOT_BYTES) -> Iterator[bytes]:
+    """The bytes a rank sends, as they arrive, or :class:`RankDropped` (``timeout``,
+    ``foreign_peer``, ``too_large``). Connection errors propagate: the caller decides
+    whether the rank died."""
     deadline = time.monotonic() + timeout
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
         sock.settimeout(timeout)
@@ -49,21 +52,22 @@ def read_rank(path: Path, timeout: float, max_bytes: int = MAX_SNAPSHOT_BYTES) -
                 f"{path} is served by pid {pid} of uid {uid}, not this agent's user "
                 f"({os.geteuid()}) or root: ignored",
             )
-        chunks, size = [], 0
+        size = 0
         while True:
             left = deadline - time.monotonic()
             if left <= 0:
                 raise RankDropped("timeout", f"{path.name} did not send its snapshot within {timeout:g}s")
             sock.settimeout(left)
             try:
-                chunk = sock.recv(1 << 20)
+                chunk = sock.recv(RECV_BYTES)
             except socket.timeout:
                 raise RankDropped(
                     "timeout", f"{path.name} did not send its snapshot within {timeout:g}s"
                 ) from None
             if not chunk:
-                return b"".join(chunks)
+                return
             size += len(chunk)
             if size > max_bytes:
                 raise RankDropped("too_large", f"{path.name} sent more than {max_bytes} bytes")
-            chunks.append(chunk)
+            yield chunk
+

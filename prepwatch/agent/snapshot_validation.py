@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import json
 import re
-from typing import Any, NamedTuple, Optional
+from typing import Any, Iterable, NamedTuple, Optional
 
 import numpy as np
 
@@ -41,6 +41,7 @@ IDENTITY_LABELS = set(snapshot.IDENTITY_LABELS)  # the rank's identity, first in
 RESERVED_PREFIX = "prepwatch_agent_"
 RESERVED_NAMES = {"prepwatch_rank_up"}
 
+MAX_HEADER_LINE = 1 << 20  # bytes in the snapshot's first line or a family's header
 MAX_LINE = 16384  # bytes in one sample line: bounds its label values (Prometheus has its own)
 _VALUE = r'[^"\\\n]*+(?:\\[\\"n][^"\\\n]*+)*+'  # an escaped label value, never backtracked
 LABEL_NAME = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*\Z")
@@ -163,14 +164,64 @@ def _family(raw: list[Any], lines: str, ident: str, previous: dict[str, _Accepte
     return _Accepted(raw[:5], ident, lines, Family(name, mtype, doc, unit, lines, label_names))
 
 
-def _line_ends(body: bytes) -> np.ndarray:
-    return np.flatnonzero(np.frombuffer(body, dtype=np.uint8) == 10)
+def _longest_line(block: bytes) -> int:
+    """Bytes in the longest line of ``block`` (newline excluded), in one vectorised pass."""
+    ends = np.flatnonzero(np.frombuffer(block, dtype=np.uint8) == 10)
+    return int(np.diff(np.concatenate(([-1], ends, [len(block)]))).max()) - 1
 
 
-def _longest_line(ends: np.ndarray, size: int) -> int:
-    """Bytes in the longest line of a body of ``size`` bytes ending at ``ends`` (newline
-    excluded), in one vectorised pass."""
-    return int(np.diff(np.concatenate(([-1], ends, [size]))).max()) - 1
+class _Pieces:
+    """The rank's byte stream, cut into JSON lines and blocks of a stated length."""
+
+    def __init__(self, chunks: Iterable[bytes]) -> None:
+        self._chunks = iter(chunks)
+        self._buffer = b""
+        self._at = 0
+
+    def _more(self, wanted: int = 0) -> bool:
+        """Append the next chunks, as many as make ``wanted`` bytes beyond the read point
+        (one join: a large block is not copied once per chunk)."""
+        parts, have = [self._buffer[self._at:]], len(self._buffer) - self._at
+        while True:
+            chunk = next(self._chunks, None)
+            if chunk is None:
+                break
+            parts.append(chunk)
+            have += len(chunk)
+            if have >= wanted:
+                break
+        self._buffer, self._at = b"".join(parts), 0
+        return len(parts) > 1
+
+    def line(self, what: str) -> Optional[bytes]:
+        """The next line (without its newline); None at the end of the stream."""
+        while True:
+            end = self._buffer.find(b"\n", self._at)
+            if end >= 0:
+                out = self._buffer[self._at:end]
+                self._at = end + 1
+                return out
+            if len(self._buffer) - self._at > MAX_HEADER_LINE:
+                raise _bad(f"{what} is longer than {MAX_HEADER_LINE} bytes")
+            if not self._more():
+                if self._at < len(self._buffer):
+                    raise _bad(f"the snapshot ends inside {what}")
+                return None
+
+    def block(self, size: int, what: str) -> bytes:
+        if len(self._buffer) - self._at < size and (
+                not self._more(size) or len(self._buffer) - self._at < size):
+            raise _bad(f"the snapshot ends inside {what}")
+        out = self._buffer[self._at:self._at + size]
+        self._at += size
+        return out
+
+
+def _json(raw: bytes, what: str) -> Any:
+    try:
+        return json.loads(raw)
+    except (ValueError, RecursionError) as exc:
+        raise _bad(f"{what} is not JSON: {exc}") from None
 
 
 class SnapshotChecker:
@@ -179,37 +230,38 @@ class SnapshotChecker:
     def __init__(self) -> None:
         self._accepted: dict[str, _Accepted] = {}
 
-    def decode(self, payload: bytes) -> tuple[dict[str, str], list[Family]]:
-        """(identity labels, families) of a snapshot, or :class:`RankDropped`."""
-        head, _, body = payload.partition(b"\n")
-        try:
-            data = json.loads(head)
-            text = body.decode("utf-8")
-        except (ValueError, RecursionError) as exc:
-            raise _bad(f"not a snapshot: {exc}") from None
+    def decode(self, chunks: Iterable[bytes]) -> tuple[dict[str, str], list[Family]]:
+        """(identity labels, families) of the snapshot ``chunks`` make up, checked family by
+        family as they arrive, or :class:`RankDropped`."""
+        pieces = _Pieces(chunks)
+        head = pieces.line("the snapshot's first line")
+        data = _json(head or b"", "the snapshot's first line")
         if not isinstance(data, dict) or data.get("v") != snapshot.VERSION:
             raise _bad(f"not a version {snapshot.VERSION} snapshot")
         identity = _identity(data.get("identity"))
-        families = data.get("families")
-        if not isinstance(families, list) or not all(
-            isinstance(f, list) and len(f) == 6 and isinstance(f[5], int) and not isinstance(f[5], bool)
-            and f[5] >= 0 for f in families
-        ):
-            raise _bad("families must be a list of [name, type, help, unit, label_names, length]")
-        if sum(f[5] for f in families) != len(text):
-            raise _bad("the families' lengths do not add up to the text sent")
-        ends = _line_ends(body)  # a newline byte is a newline character in UTF-8
-        if len(ends) > MAX_SERIES:
-            raise RankDropped("too_many_series", f"{len(ends)} series is more than {MAX_SERIES}")
-        if len(body) > MAX_LINE and _longest_line(ends, len(body)) > MAX_LINE:
-            raise _bad(f"a line is longer than {MAX_LINE} bytes")
         idents = {False: label_prefix(identity), True: label_prefix({"run": identity["run"]})}
-        out, start = [], 0
+        out, series = [], 0
         accepted: dict[str, _Accepted] = {}
-        for raw in families:
+        while True:
+            meta = pieces.line("a family's header")
+            if meta is None:
+                break
+            raw = _json(meta, "a family's header")
+            if not (isinstance(raw, list) and len(raw) == 6 and isinstance(raw[5], int)
+                    and not isinstance(raw[5], bool) and raw[5] >= 0):
+                raise _bad("a family's header must be [name, type, help, unit, label_names, length]")
+            block = pieces.block(raw[5], f"the lines of {raw[0]!r:.80}")
+            series += block.count(b"\n")
+            if series > MAX_SERIES:
+                raise RankDropped("too_many_series", f"more than {MAX_SERIES} series")
+            if len(block) > MAX_LINE and _longest_line(block) > MAX_LINE:
+                raise _bad(f"a line of {raw[0]!r:.80} is longer than {MAX_LINE} bytes")
+            try:
+                text = block.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise _bad(f"the lines of {raw[0]!r:.80} are not UTF-8: {exc}") from None
             ident = idents[isinstance(raw[0], str) and raw[0] in snapshot.NODE_MERGED]
-            checked = _family(raw, text[start:start + raw[5]], ident, self._accepted)
-            start += raw[5]
+            checked = _family(raw, text, ident, self._accepted)
             family = checked.family
             if family.name in accepted:
                 raise _bad(f"metric {family.name} appears twice")
@@ -219,6 +271,6 @@ class SnapshotChecker:
         return identity, out
 
 
-def decode(payload: bytes, checker: Optional[SnapshotChecker] = None) -> tuple[dict[str, str], list[Family]]:
-    """(identity labels, families) of a snapshot, or :class:`RankDropped`."""
-    return (checker or SnapshotChecker()).decode(payload)
+def decode(payload: bytes) -> tuple[dict[str, str], list[Family]]:
+    """(identity labels, families) of a whole snapshot, or :class:`RankDropped`."""
+    return SnapshotChecker().decode([payload])

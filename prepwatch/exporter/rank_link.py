@@ -21,6 +21,7 @@ from prepwatch.statedir import check_private_dir, replace_file
 
 # sun_path holds 108 bytes on Linux, the terminating NUL included.
 MAX_SOCKET_PATH = 107
+SEND_BUFFER = 64 << 10
 
 # A forked DataLoader worker inherits the listening socket (fork keeps fds whatever their
 # CLOEXEC flag): after the rank dies, the worker's copy would accept the agent's connections
@@ -76,8 +77,14 @@ class RankLink:
 
         class Handler(socketserver.BaseRequestHandler):
             def handle(self) -> None:
+                # Sent as rendered, 64 KiB at a time: the agent checks what arrived while
+                # the rest is rendered.
                 try:
-                    self.request.sendall(snapshot.encode(collector_, identity_))
+                    with self.request.makefile("wb", buffering=SEND_BUFFER) as out:
+                        for chunk in snapshot.stream(collector_, identity_):
+                            out.write(chunk)
+                except (BrokenPipeError, ConnectionResetError):
+                    pass  # the agent gave up on this scrape (its deadline): nothing is wrong here
                 except Exception as exc:
                     on_error_("agent_link", exc)
 

@@ -7,21 +7,26 @@ identity labels (``run``, ``rank``) first in every label set; the agent checks e
 (prepwatch/agent/snapshot_validation.py) and concatenates blocks under one HELP/TYPE per
 family.
 
-Wire format: one line of JSON, ``{"v": 2, "identity": {...}, "families": [[name, type,
-help, unit, label_names, length]]}``, then every family's lines, concatenated in that
-order, ``length`` characters each (raw text: quoting it in JSON would cost both sides an
-escape per label value). ``label_names`` lists each distinct sequence of the lines' own
-label names (after the identity), so that the agent's grammar spells them out.
+Wire format (version 3), streamed family by family as the rank renders them, so that the
+agent checks one family while the rank renders the next (two processes, two cores):
+
+    {"v": 3, "identity": {...}}\n
+    [name, type, help, unit, label_names, length]\n   then ``length`` bytes of sample lines
+    ... one such pair per family, until the rank closes the connection
+
+The lines are raw UTF-8 text (quoting them in JSON would cost both sides an escape per label
+value). ``label_names`` lists each distinct sequence of the lines' own label names (after
+the identity), so that the agent's grammar spells them out.
 """
 
 from __future__ import annotations
 
 import json
-from typing import Any, Mapping, NamedTuple
+from typing import Any, Iterator, Mapping, NamedTuple
 
 from prepwatch.exporter.text import family_header, family_lines, label_prefix
 
-VERSION = 2
+VERSION = 3
 # Sample names a family may have: its name plus one of these (``_created`` is never sent).
 SAMPLE_SUFFIXES = ("", "_total", "_bucket", "_count", "_sum", "_info", "_gcount", "_gsum")
 IDENTITY_LABELS = ("run", "rank")  # rendered first in every label set of a rank's lines
@@ -65,24 +70,31 @@ def identity_for(name: str, identity: Mapping[str, str]) -> dict[str, str]:
 def families_of(collector: Any, labels: Mapping[str, str], merged_by_node: bool = False) -> list[Family]:
     """``collector``'s families rendered with ``labels`` first in every label set (without
     ``rank`` for the NODE_MERGED families when ``merged_by_node``)."""
+    return list(_rendered(collector, labels, merged_by_node))
+
+
+def _rendered(collector: Any, labels: Mapping[str, str], merged_by_node: bool) -> Iterator[Family]:
     prefix = label_prefix(labels)
     node = {key: value for key, value in labels.items() if key != "rank"}
     node_prefix = label_prefix(node)
-    out = []
     for m in collector.collect():
         schemas: set[tuple[str, ...]] = set()
         if merged_by_node and m.name in NODE_MERGED:
             lines = family_lines(m, node, node_prefix, schemas)
         else:
             lines = family_lines(m, labels, prefix, schemas)
-        out.append(Family(m.name, m.type, m.documentation, m.unit, lines,
-                          [list(names) for names in schemas]))
-    return out
+        yield Family(m.name, m.type, m.documentation, m.unit, lines, [list(names) for names in schemas])
+
+
+def stream(collector: Any, identity: Mapping[str, Any]) -> Iterator[bytes]:
+    """The snapshot of ``collector`` in the wire format, a family at a time."""
+    yield json.dumps({"v": VERSION, "identity": dict(identity)}).encode() + b"\n"
+    for f in _rendered(collector, identity_labels(identity), merged_by_node=True):
+        lines = f.lines.encode("utf-8")
+        yield json.dumps([f.name, f.type, f.help, f.unit, f.label_names, len(lines)]).encode() + b"\n"
+        yield lines
 
 
 def encode(collector: Any, identity: Mapping[str, Any]) -> bytes:
-    families = families_of(collector, identity_labels(identity), merged_by_node=True)
-    head = {"v": VERSION, "identity": dict(identity), "families": [
-        [f.name, f.type, f.help, f.unit, f.label_names, len(f.lines)] for f in families
-    ]}
-    return (json.dumps(head) + "\n" + "".join(f.lines for f in families)).encode("utf-8")
+    """The whole snapshot at once (tests, benchmarks)."""
+    return b"".join(stream(collector, identity))

@@ -25,6 +25,8 @@ import numpy as np
 from prometheus_client.core import Metric
 from prometheus_client.samples import Sample
 
+from prepwatch.metrics.labels import declare_label_names
+
 OTHER = "_other"
 
 # name (without _total for counters) -> (type, help)
@@ -56,6 +58,20 @@ FAMILIES = {
         "gauge", "1 for a rare class (from the training label frequency, or named), 0 otherwise."),
     "prepwatch_classes": (
         "gauge", "Number of classes: known (num_classes) and exported (with their own series)."),
+}
+
+_CLASS, _SPLIT = ("split", "class"), ("split",)
+# The label names of every sample of each family, declared so that the node agent's
+# snapshot need not read them off ~5,000 samples per scrape (exporter/text.py).
+LABEL_NAMES: dict[str, tuple[tuple[str, ...], ...]] = {
+    "prepwatch_class_samples": (_CLASS,), "prepwatch_class_correct": (_CLASS,),
+    "prepwatch_class_recall_ratio": (_CLASS,), "prepwatch_class_recall_previous_ratio": (_CLASS,),
+    "prepwatch_class_recent_samples": (_CLASS,), "prepwatch_class_recent_correct": (_CLASS,),
+    "prepwatch_accuracy_ratio": (_SPLIT,), "prepwatch_accuracy_previous_ratio": (_SPLIT,),
+    "prepwatch_eval_recent_passes": (_SPLIT,), "prepwatch_eval_rounds": (_SPLIT,),
+    "prepwatch_eval_last_timestamp_seconds": (_SPLIT,),
+    "prepwatch_class_skipped": (("split", "reason"),), "prepwatch_class_rare": (("class",),),
+    "prepwatch_classes": (("kind",),),
 }
 
 
@@ -160,7 +176,8 @@ class Renderer:
         return d
 
     def render(self, view: View) -> list[Metric]:
-        m = {name: Metric(name, doc, kind) for name, (kind, doc) in FAMILIES.items()}
+        m = {name: declare_label_names(Metric(name, doc, kind), LABEL_NAMES[name])
+             for name, (kind, doc) in FAMILIES.items()}
         samples_m, correct_m = m["prepwatch_class_samples"], m["prepwatch_class_correct"]
         recall_m, prev_m = m["prepwatch_class_recall_ratio"], m["prepwatch_class_recall_previous_ratio"]
         own_idx = np.flatnonzero(view.own)
