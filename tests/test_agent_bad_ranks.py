@@ -19,7 +19,7 @@ import pytest
 from helpers import parse, scrape, value, wait_for
 
 from prepwatch.agent.agent import Agent
-from prepwatch.agent.snapshot_validation import MAX_SERIES
+from prepwatch.agent.snapshot_validation import MAX_FAMILIES, MAX_SERIES
 from prepwatch.context import Context
 from prepwatch.exporter import snapshot
 from prepwatch.exporter.rank_link import RankLink
@@ -120,6 +120,8 @@ BAD = {
     "not_json": b"{\"v\": 3, \"identity\"\n",
     "ends_inside_a_block": snap()[:-3],
     "family_header_not_a_list": snap()[:snap().index(b"\n") + 1] + b'{"name": "x"}\n',
+    "too_many_families": snap(families=[f for i in range(MAX_FAMILIES + 1)
+                                        for f in fam(name=f"prepwatch_f{i}", labels={})]),
     "too_many_series": snap(families=[["prepwatch_many", "gauge", "M.", "", [["i"]], "".join(
         f'prepwatch_many{{run="bad",rank="0",i="{i}"}} 1\n' for i in range(MAX_SERIES + 1))]]),
 }

@@ -32,6 +32,7 @@ from prepwatch.exporter.snapshot import Family
 from prepwatch.exporter.text import label_prefix
 
 MAX_SERIES = 100_000  # a full job (1000 classes x 2 splits, 8 GPUs, 8 workers) is ~6,000
+MAX_FAMILIES = 2_000  # a full job has ~60; each new one costs the agent a compiled grammar
 MAX_TEXT = 4096  # HELP text, run name, label value
 METRIC_NAME = re.compile(r"[a-zA-Z_:][a-zA-Z0-9_:]*\Z")
 UNIT = re.compile(r"[a-zA-Z0-9_]*\Z")
@@ -49,7 +50,7 @@ _NUMBER = r"(?:[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?|[+-]Inf
 _TAIL = r"\} " + _NUMBER + r"(?: -?[0-9]{1,19})?\n"
 MAX_SCHEMAS = 64  # distinct label-name sequences in one family
 _grammars: dict[tuple[str, str, tuple[tuple[str, ...], ...]], re.Pattern[str]] = {}
-_MAX_GRAMMARS = 50_000  # families x ranks a node serves; a rank inventing names cannot grow it
+_MAX_GRAMMARS = 20_000  # families x ranks a node serves; a rank inventing names cannot grow it
 
 
 def _bad(detail: str) -> RankDropped:
@@ -246,6 +247,8 @@ class SnapshotChecker:
             meta = pieces.line("a family's header")
             if meta is None:
                 break
+            if len(out) == MAX_FAMILIES:
+                raise _bad(f"more than {MAX_FAMILIES} families")
             raw = _json(meta, "a family's header")
             if not (isinstance(raw, list) and len(raw) == 6 and isinstance(raw[5], int)
                     and not isinstance(raw[5], bool) and raw[5] >= 0):
