@@ -73,14 +73,16 @@ def _payloads(registry, ranks: range) -> list[bytes]:
     return [snapshot.encode(registry, {"run": "bench", "rank": r}) for r in ranks]
 
 
-def _agent_body(payloads: list[bytes], merge: bool = True, checkers=None) -> bytes:
-    """What the agent does per scrape once the ranks' snapshots arrived."""
+def _agent_body(payloads: list[bytes], merge: bool = True, checkers=None, merger=None) -> bytes:
+    """What the agent does per scrape once the ranks' snapshots arrived; ``checkers`` and
+    ``merger`` carry what it remembers of the last scrape (new ones: nothing)."""
     from prepwatch.agent import exposition, snapshot_validation
-    from prepwatch.agent.merge import collapse_class_series
+    from prepwatch.agent.merge import ClassMerger
 
     checkers = checkers or [snapshot_validation.SnapshotChecker() for _ in payloads]
     sources = [checker.decode([p]) for checker, p in zip(checkers, payloads)]
-    return exposition.render(exposition.assemble(collapse_class_series(sources) if merge else sources, []))
+    merged = (merger or ClassMerger()).collapse(sources) if merge else sources
+    return exposition.render(exposition.assemble(merged, []))
 
 
 def _median_ms(fn, n: int) -> float:
@@ -93,6 +95,7 @@ def _median_ms(fn, n: int) -> float:
 
 
 def run(quick: bool = False) -> dict:
+    from prepwatch.agent.merge import ClassMerger
     from prepwatch.agent.snapshot_validation import SnapshotChecker
     from prepwatch.exporter.text import encode_text
 
@@ -117,14 +120,14 @@ def run(quick: bool = False) -> dict:
     for local in (1, 8, 16):
         payloads = _payloads(registry, range(local))
         cold = _median_ms(lambda p=payloads: _agent_body(p), n)
-        checkers = [SnapshotChecker() for _ in range(local)]
-        _agent_body(payloads, checkers=checkers)
+        checkers, merger = [SnapshotChecker() for _ in range(local)], ClassMerger()
+        _agent_body(payloads, checkers=checkers, merger=merger)
         times = []
         for _ in range(n):
             between_scrapes()
             payloads = _payloads(registry, range(local))
             t0 = time.perf_counter()
-            _agent_body(payloads, checkers=checkers)
+            _agent_body(payloads, checkers=checkers, merger=merger)
             times.append(time.perf_counter() - t0)
         training = statistics.median(times) * 1e3
         results[f"agent_{local}_local_ranks"] = {

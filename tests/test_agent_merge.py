@@ -180,3 +180,42 @@ def test_class_health_declares_the_label_names_its_samples_have():
     # and the agent accepts them all, rendered through the declarations
     _identity, families = snapshot_validation.decode(snapshot.encode(ctx.registry, {"run": "job", "rank": 0}))
     assert {f.name for f in families} >= set(LABEL_NAMES)
+
+
+def test_the_merge_is_redone_for_a_family_one_rank_changed_and_reused_for_the_rest():
+    """Scrape after scrape through the agent's per-rank checkers: a class family whose
+    blocks are all unchanged keeps last scrape's merge; one rank's new counts are summed in."""
+    from prepwatch.agent.merge import ClassMerger
+    from prepwatch.checks.class_health import ClassHealth
+
+    healths, registries = [], []
+    for rank in range(2):
+        ctx = Context.create(Identity(run="job", rank=rank))
+        health = ClassHealth(ctx, num_classes=4)
+        health.train_predictions(torch.eye(4), torch.arange(4))
+        with health.evaluation("eval"):
+            health.eval_predictions(torch.eye(4), torch.arange(4))
+        assert health.flush(30)
+        healths.append(health)
+        registries.append(ctx.registry)
+    checkers = [snapshot_validation.SnapshotChecker() for _ in registries]
+    merger = ClassMerger()
+
+    def scrape():
+        sources = [checker.decode([snapshot.encode(reg, {"run": "job", "rank": r})])
+                   for r, (checker, reg) in enumerate(zip(checkers, registries))]
+        out = merger.collapse(sources)
+        return {f.name: f for f in out[-1][1]}, parse(served(out).decode())
+
+    first, _ = scrape()
+    again, _ = scrape()
+    assert again["prepwatch_class_recall_ratio"] is first["prepwatch_class_recall_ratio"]
+    healths[1].train_predictions(torch.eye(4)[[0, 0]], torch.tensor([0, 0]))  # rank 1 trains on
+    assert healths[1].flush(30)
+    third, merged = scrape()
+    assert third["prepwatch_class_samples"] is not first["prepwatch_class_samples"]
+    assert value(merged, "prepwatch_class_samples_total", split="train", **{"class": "0"}) == 2 + 2
+    assert value(merged, "prepwatch_class_samples_total", split="eval", **{"class": "0"}) == 2
+    assert third["prepwatch_class_recall_ratio"] is first["prepwatch_class_recall_ratio"]  # all 1.0
+    for health in healths:
+        health.close()

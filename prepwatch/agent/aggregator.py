@@ -14,7 +14,7 @@ from typing import Any, Callable, Iterator, Optional
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from prepwatch.agent import exposition, snapshot_validation
-from prepwatch.agent.merge import collapse_class_series
+from prepwatch.agent.merge import ClassMerger
 from prepwatch.agent.rank_reader import RankDropped, rank_chunks
 from prepwatch.exporter.snapshot import Family, families_of
 
@@ -71,6 +71,7 @@ class RankAggregator:
         self._drops: dict[str, int] = {}  # reason -> ranks left out of a scrape, so far
         # socket name -> its checker (remembers the blocks it accepted at the last scrape)
         self._checkers: dict[str, snapshot_validation.SnapshotChecker] = {}
+        self._merger = ClassMerger()
         self._pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="prepwatch-agg")
         # One scrape at a time (an HA pair of Prometheus servers scrapes concurrently):
         # _known and _gone are updated by the scrape and its fetch threads.
@@ -127,7 +128,8 @@ class RankAggregator:
     def _assemble(self, names: Optional[set[str]]) -> list[Family]:
         with self._collect_lock:
             sources, own = self._gather()
-        return exposition.assemble(collapse_class_series(sources), own, names)
+            merged = self._merger.collapse(sources)
+        return exposition.assemble(merged, own, names)
 
     def _gather(self) -> tuple[list[Source], list[Metric]]:
         """(families of every source, the agent's own metrics about its ranks)."""

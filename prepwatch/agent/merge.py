@@ -60,34 +60,62 @@ REDUCERS: dict[str, Callable[[list[float]], float]] = {
 }
 
 
-def collapse_class_series(sources: Iterable[Source]) -> list[Source]:
-    """``sources`` with every class-health family's samples merged across sources.
+class ClassMerger:
+    """Merges class families across sources, scrape after scrape. A family whose every
+    rank's block is the very one merged at the last scrape (the agent's checker hands back
+    the same object for an unchanged block) is not merged again: class health's evaluation
+    split changes once per pass, its training split at every flush."""
 
-    Each source is (identity labels, families) as the aggregator holds them; the ranks
-    render these families with ``run`` and without ``rank`` (exporter/snapshot.py), so
-    lines of one class from every rank are one series. They come back as one extra source.
-    """
-    sources = list(sources)
-    holders = [labels for labels, families in sources if any(f.name in REDUCERS for f in families)]
-    if not holders:
-        return sources
-    out: list[Source] = []
-    moved: dict[str, list[Family]] = {}
-    for labels, families in sources:
-        kept: list[Family] = []
-        for family in families:
-            if family.name not in REDUCERS:
-                kept.append(family)
-                continue
-            first = moved.setdefault(family.name, [family])[0]
-            if family is not first and family.type != first.type:
-                continue  # a conflicting definition from another rank: keep the first
-            if family is not first:
-                moved[family.name].append(family)
-        out.append((labels, kept))
-    merged = [group[0] if len(group) == 1 else _reduced(group) for group in moved.values()]
-    out.append(({"run": holders[0].get("run", "")} if len(holders) == 1 else {}, merged))
-    return out
+    def __init__(self) -> None:
+        self._last: dict[str, tuple[tuple[str, ...], Family]] = {}
+
+    def collapse(self, sources: Iterable[Source]) -> list[Source]:
+        """``sources`` with every class-health family's samples merged across sources.
+
+        Each source is (identity labels, families) as the aggregator holds them; the ranks
+        render these families with ``run`` and without ``rank`` (exporter/snapshot.py), so
+        lines of one class from every rank are one series. They come back as one extra
+        source."""
+        sources = list(sources)
+        holders = [labels for labels, families in sources if any(f.name in REDUCERS for f in families)]
+        if not holders:
+            self._last = {}
+            return sources
+        out: list[Source] = []
+        moved: dict[str, list[Family]] = {}
+        for labels, families in sources:
+            kept: list[Family] = []
+            for family in families:
+                if family.name not in REDUCERS:
+                    kept.append(family)
+                    continue
+                first = moved.setdefault(family.name, [family])[0]
+                if family is not first and family.type != first.type:
+                    continue  # a conflicting definition from another rank: keep the first
+                if family is not first:
+                    moved[family.name].append(family)
+            out.append((labels, kept))
+        merged, last = [], {}
+        for name, group in moved.items():
+            blocks = tuple(f.lines for f in group)
+            before = self._last.get(name)
+            if len(group) == 1:
+                result = group[0]
+            elif before is not None and len(before[0]) == len(blocks) and \
+                    all(a is b for a, b in zip(before[0], blocks)):
+                result = before[1]  # the same blocks as last time (identity, not equality)
+            else:
+                result = _reduced(group)
+            last[name] = (blocks, result)
+            merged.append(result)
+        self._last = last
+        out.append(({"run": holders[0].get("run", "")} if len(holders) == 1 else {}, merged))
+        return out
+
+
+def collapse_class_series(sources: Iterable[Source]) -> list[Source]:
+    """One merge, without memory of an earlier scrape (see :class:`ClassMerger`)."""
+    return ClassMerger().collapse(sources)
 
 
 _SAMPLE = re.compile(r"(.*\}) (\S+)(?: \S+)?\n")  # label set, value (a timestamp is dropped)
