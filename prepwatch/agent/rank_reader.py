@@ -70,4 +70,3 @@ def rank_chunks(path: Path, timeout: float, max_bytes: int = MAX_SNAPSHOT_BYTES)
             if size > max_bytes:
                 raise RankDropped("too_large", f"{path.name} sent more than {max_bytes} bytes")
             yield chunk
-
