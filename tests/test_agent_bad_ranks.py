@@ -302,3 +302,36 @@ def test_a_rank_that_unregistered_and_is_still_exiting_is_not_reported_lost(tmp_
         assert not list((agent.state_dir / "ranks").glob("*.sock"))
     finally:
         agent.close()
+
+
+def test_a_reader_that_stops_reading_is_hung_up_on(tmp_path):
+    """Only the agent's user can connect to a rank's socket, but one of its processes that
+    connects and never reads must not hold a thread of the training process for ever."""
+    from prepwatch.agent import snapshot_validation
+    from prepwatch.agent.rank_reader import rank_chunks
+
+    agent = Agent(tmp_path / "state", port=0, sources=False)
+    ctx = Context.create(Identity(run="big"))
+    gauge = ctx.registry.gauge("prepwatch_wide", "More than a socket buffer.", ["i"])
+    for i in range(20_000):
+        gauge.labels(str(i)).set(i)
+    link = RankLink(agent.state_dir, ctx.registry, {"run": "big", "rank": 0}, lambda c, e: None,
+                    write_timeout=2.0)
+    try:
+        before = set(threading.enumerate())
+        stalled = socket.socket(socket.AF_UNIX)
+        stalled.connect(str(link.path))  # and never reads
+
+        def sender() -> list[threading.Thread]:
+            return [t for t in threading.enumerate()
+                    if t not in before and "process_request" in t.name and t.is_alive()]
+        wait_for(sender)
+        thread = sender()[0]
+        thread.join(timeout=30)
+        assert not thread.is_alive()  # hung up on, though the reader is still connected
+        _identity, families = snapshot_validation.decode(b"".join(rank_chunks(link.path, 30)))
+        assert any(f.name == "prepwatch_wide" for f in families)  # the next reader is served
+        stalled.close()
+    finally:
+        link.close()
+        agent.close()

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import socketserver
 import threading
 import weakref
@@ -22,6 +23,7 @@ from prepwatch.statedir import check_private_dir, replace_file
 # sun_path holds 108 bytes on Linux, the terminating NUL included.
 MAX_SOCKET_PATH = 107
 SEND_BUFFER = 64 << 10
+WRITE_TIMEOUT_S = 10.0
 
 # A forked DataLoader worker inherits the listening socket (fork keeps fds whatever their
 # CLOEXEC flag): after the rank dies, the worker's copy would accept the agent's connections
@@ -48,7 +50,10 @@ class RankLink:
         collector: Any,
         identity: dict[str, Any],
         on_error: Callable[[str, BaseException], None],
+        write_timeout: float = WRITE_TIMEOUT_S,
     ) -> None:
+        """``write_timeout``: how long one write to a reader that stopped reading may block
+        before this rank hangs up on it (the agent itself gives up after 2 s)."""
         ranks = Path(agent_dir) / "ranks"
         if not ranks.is_dir():
             raise FileNotFoundError(
@@ -73,18 +78,19 @@ class RankLink:
         self.identity_path = self.path.with_suffix(".json")
         replace_file(self.identity_path,
                      json.dumps({"run": identity["run"], "rank": identity["rank"]}).encode())
-        collector_, identity_, on_error_ = collector, identity, on_error
+        collector_, identity_, on_error_, write_timeout_ = collector, identity, on_error, write_timeout
 
         class Handler(socketserver.BaseRequestHandler):
             def handle(self) -> None:
                 # Sent as rendered, 64 KiB at a time: the agent checks what arrived while
-                # the rest is rendered.
+                # the rest is rendered. A reader that stops reading is hung up on.
                 try:
+                    self.request.settimeout(write_timeout_)
                     with self.request.makefile("wb", buffering=SEND_BUFFER) as out:
                         for chunk in snapshot.stream(collector_, identity_):
                             out.write(chunk)
-                except (BrokenPipeError, ConnectionResetError):
-                    pass  # the agent gave up on this scrape (its deadline): nothing is wrong here
+                except (BrokenPipeError, ConnectionResetError, socket.timeout):
+                    pass  # the reader gave up, or stopped reading: nothing is wrong here
                 except Exception as exc:
                     on_error_("agent_link", exc)
 
