@@ -62,7 +62,7 @@ class _AgentProcess:
     (its own GIL and core); without GPU/host sources, so that both endpoints serve the same
     series."""
 
-    CODE = ("import sys, threading; from prepwatch.agent.agent import Agent; "
+    CODE = ("import sys; from prepwatch.agent.agent import Agent; "
             "a = Agent(sys.argv[1], port=0, run='bench', sources=False); "
             "print(a.url, flush=True); sys.stdin.read(); a.close()")
 

@@ -61,12 +61,6 @@ def identity_labels(identity: Mapping[str, Any]) -> dict[str, str]:
     return {key: str(identity[key]) for key in IDENTITY_LABELS}
 
 
-def identity_for(name: str, identity: Mapping[str, str]) -> dict[str, str]:
-    """The identity labels family ``name`` carries in a snapshot: ``run`` alone for the
-    families the agent merges across ranks, ``run`` and ``rank`` for every other."""
-    return {"run": identity["run"]} if name in NODE_MERGED else dict(identity)
-
-
 def families_of(collector: Any, labels: Mapping[str, str], merged_by_node: bool = False) -> list[Family]:
     """``collector``'s families rendered with ``labels`` first in every label set (without
     ``rank`` for the NODE_MERGED families when ``merged_by_node``)."""

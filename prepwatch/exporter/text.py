@@ -62,11 +62,13 @@ def family_lines(metric: Any, const: Mapping[str, Any], prefix: str,
     const_keys = const.keys()
     out: list[str] = []
     append = out.append
-    add = schemas.add if schemas is not None else None
-    declared = getattr(metric, DECLARED_LABEL_NAMES, None) if add is not None else None
-    if declared is not None:
-        schemas.update(declared)  # type: ignore[union-attr]
-        add = None
+    add = None
+    if schemas is not None:
+        declared = getattr(metric, DECLARED_LABEL_NAMES, None)
+        if declared is not None:
+            schemas.update(declared)
+        else:
+            add = schemas.add
     for s in metric.samples:
         sname = s.name
         if sname.endswith("_created"):
