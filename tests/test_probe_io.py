@@ -189,6 +189,25 @@ def test_evict_makes_the_first_touch_cold_where_the_kernel_allows(tmp_path):
     assert any("already in the page cache" in n for n in plain.notes)
 
 
+def test_asking_about_the_page_cache_does_not_read_the_file(tmp_path):
+    """A residency check that starts readahead (preadv2 RWF_NOWAIT) answers its own question."""
+    make_tree(tmp_path, 1, (256_000, 256_001))
+    path = next(p for p in tmp_path.rglob("*.bin"))
+    with open(path, "rb", buffering=0) as f:
+        if _resident(f) is None:
+            pytest.skip("this platform cannot report page-cache residency")
+        f.read()
+        assert _resident(f) is True  # just read: cached
+    probe_io._evict([str(path)])
+    with open(path, "rb", buffering=0) as f:
+        if _resident(f):
+            pytest.skip("this filesystem cannot drop a file from the page cache")
+        deadline = time.monotonic() + 0.3  # long enough for readahead IO to land
+        while time.monotonic() < deadline:
+            assert _resident(f) is False
+    assert probe_io._resident(object()) is None  # an opener's object without a file descriptor
+
+
 def test_cli_json_and_text(tmp_path, capsys):
     make_tree(tmp_path, 20, (100, 2000))
     assert cli_main(["probe-io", str(tmp_path), "--readers", "1,2", "--sample", "4", "--json"]) == 0

@@ -10,8 +10,8 @@ concurrency, as with worker processes), first touch ("cold") then again ("warm")
 and timing stat, open and read of each file.
 
 Cold means first touched by this probe. Whether the data was already in the page
-cache is checked per file with a non-blocking read (``preadv2(RWF_NOWAIT)``, Linux)
-and reported; ``evict=True`` first drops the sampled files' cached data
+cache is checked per file, without reading it (``mincore``, see ``page_cache``), and
+reported; ``evict=True`` first drops the sampled files' cached data
 (``posix_fadvise(DONTNEED)``); metadata (dentries, inodes) cannot be dropped without
 root, so cold opens on a local disk may still be warm.
 
@@ -28,6 +28,8 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Callable, Optional, Sequence
 
 import numpy as np
+
+from prepwatch.tools.page_cache import first_page_resident
 
 # -- Thresholds -----------------------------------------------------------------------
 # Per-file metadata cost (stat + open, median) from which one-file-per-sample becomes the
@@ -170,15 +172,10 @@ class PassResult:
 
 
 def _resident(f: Any) -> Optional[bool]:
-    """Is the file's first page in the page cache? None when the kernel cannot say."""
-    flag = getattr(os, "RWF_NOWAIT", None)
-    if flag is None:
-        return None
+    """Is the open file's first page in the page cache? None when the kernel cannot say."""
     try:
-        return os.preadv(f.fileno(), [bytearray(1)], 0, flag) > 0 or None
-    except BlockingIOError:
-        return False
-    except (OSError, AttributeError, ValueError):
+        return first_page_resident(f.fileno())
+    except (OSError, AttributeError, ValueError):  # an opener's object without a real fd
         return None
 
 
