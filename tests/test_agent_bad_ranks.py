@@ -19,7 +19,8 @@ import pytest
 from helpers import parse, scrape, value, wait_for
 
 from prepwatch.agent.agent import Agent
-from prepwatch.agent.snapshot_validation import MAX_FAMILIES, MAX_SERIES
+from prepwatch.agent.rank_reader import RankDropped
+from prepwatch.agent.snapshot_validation import MAX_FAMILIES, MAX_HEADER_LINE, MAX_SERIES, SnapshotChecker
 from prepwatch.context import Context
 from prepwatch.exporter import snapshot
 from prepwatch.exporter.rank_link import RankLink
@@ -171,6 +172,25 @@ def test_a_bad_snapshot_drops_only_that_rank(agent_with_good_rank, case):
         assert sum(v for (n, lab), v in s.items() if n == "prepwatch_agent_rank_drops_total") == 1
     finally:
         bad.close()
+
+
+@pytest.mark.parametrize("where", ["first_line", "family_header"])
+def test_a_header_without_end_stops_being_read_at_its_cap(where):
+    """A header line that never ends is refused once it passes MAX_HEADER_LINE, not buffered
+    to the snapshot's size cap (32 MiB, per rank, each scrape)."""
+    chunk, taken = b"x" * 65536, []
+
+    def endless():
+        if where == "family_header":
+            yield snap().split(b"\n", 1)[0] + b"\n"
+        for i in range(1024):  # 64 MiB if nothing stops reading
+            taken.append(i)
+            yield chunk
+
+    with pytest.raises(RankDropped) as err:
+        SnapshotChecker().decode(endless())
+    assert err.value.reason == "invalid_snapshot" and "longer than" in str(err.value)
+    assert len(taken) * len(chunk) <= MAX_HEADER_LINE + 2 * len(chunk)
 
 
 def test_an_oversized_snapshot_is_cut_off(agent_with_good_rank):
