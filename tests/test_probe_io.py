@@ -18,6 +18,7 @@ import pytest
 
 from prepwatch.cli.main import main as cli_main
 from prepwatch.tools import probe_io
+from prepwatch.tools.page_cache import first_page_resident
 from prepwatch.tools.probe_io import _resident, probe
 
 
@@ -206,6 +207,62 @@ def test_asking_about_the_page_cache_does_not_read_the_file(tmp_path):
         while time.monotonic() < deadline:
             assert _resident(f) is False
     assert probe_io._resident(object()) is None  # an opener's object without a file descriptor
+
+
+def _answer_as_nobody(fd: int):
+    """first_page_resident(fd) asked by a child that dropped to uid/gid 65534 (root only)."""
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child
+        try:
+            os.setgid(65534)
+            os.setuid(65534)
+            os.write(write, repr(first_page_resident(fd)).encode())
+        finally:
+            os._exit(0)
+    os.close(write)
+    os.waitpid(pid, 0)
+    with os.fdopen(read, "rb") as f:
+        return f.read().decode()
+
+
+@pytest.mark.skipif(not hasattr(os, "fork") or os.geteuid() != 0, reason="needs root to drop to another uid")
+def test_a_file_the_kernel_will_not_tell_us_about_is_unknown_not_cached(tmp_path):
+    """Linux answers mincore truly only to a file's owner or a writer; to anyone else it says
+    "cached" (a shared read-only dataset would read 100% cached, every cold pass "optimistic")."""
+    make_tree(tmp_path, 1, (64_000, 64_001))
+    path = next(p for p in tmp_path.rglob("*.bin"))
+    path.chmod(0o644)
+    probe_io._evict([str(path)])
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        if first_page_resident(fd) is not False:
+            pytest.skip("this filesystem cannot drop or report page-cache residency")
+        assert _answer_as_nobody(fd) == "None"  # not the owner, may not write: unknown
+        path.chmod(0o666)
+        assert _answer_as_nobody(fd) == "False"  # may write: the kernel tells the truth
+    finally:
+        os.close(fd)
+
+
+def test_unknown_residency_is_said_not_guessed(tmp_path):
+    make_tree(tmp_path, 20, (100, 200))
+    class NoFd:  # an opener's file object with no descriptor: the cache cannot be asked
+        def __init__(self, path):
+            self.f = open(path, "rb", buffering=0)  # noqa: SIM115
+
+        def readinto(self, buf):
+            return self.f.readinto(buf)
+
+        def close(self):
+            self.f.close()
+
+    opaque = probe(str(tmp_path), readers=(1,), sample=8, open_file=NoFd)
+    assert opaque.pass_at(1, "cold").cached_share is None
+    assert any("in the page cache is unknown" in n for n in opaque.notes)
+    plain = probe(str(tmp_path), readers=(1,), sample=8)
+    if plain.pass_at(1, "cold").cached_share is not None:
+        assert not any("in the page cache is unknown" in n for n in plain.notes)
 
 
 def test_cli_json_and_text(tmp_path, capsys):

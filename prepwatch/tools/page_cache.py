@@ -6,6 +6,11 @@ miss the kernel starts readahead before it says EAGAIN, so the question itself p
 the file in, and on a fast device the page can arrive within the call and be reported
 as cached (seen: 14% of freshly evicted files on a virtio disk). ``mincore`` on a
 mapping that is never touched reads nothing.
+
+Linux (since 5.2) answers ``mincore`` on a file mapping truly only to the file's owner,
+a process that may write it, or one with CAP_FOWNER; to anyone else it says every page
+is cached. A shared, read-only dataset is the usual case for the probe, so that answer
+is "unknown" here, not "cached".
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ import ctypes
 import ctypes.util
 import mmap
 import os
+import sys
 from functools import lru_cache
 from typing import Any, Optional
 
@@ -35,19 +41,35 @@ def _libc() -> Optional[Any]:
     return libc
 
 
+def _kernel_answers(fd: int, owner: int) -> bool:
+    """Would Linux tell this process the truth about ``fd``'s pages (see the module doc)?"""
+    if not sys.platform.startswith("linux"):
+        return True
+    euid = os.geteuid()
+    if euid in (0, owner):
+        return True
+    try:  # access() follows /proc's link to the file itself, with this process's ids
+        return os.access(f"/proc/self/fd/{fd}", os.W_OK,
+                         effective_ids=os.access in os.supports_effective_ids)
+    except (OSError, ValueError):
+        return False
+
+
 def first_page_resident(fd: int) -> Optional[bool]:
     """Is the first page of the open file ``fd`` in the page cache? None when unknown.
 
     Unknown: an empty file, a file that cannot be mapped (pipes, some network
-    filesystems), or a platform without mincore.
+    filesystems), a file the kernel will not tell this process about (neither its
+    owner nor allowed to write it), or a platform without mincore.
     """
     libc = _libc()
     if libc is None:
         return None
     try:
-        if os.fstat(fd).st_size == 0:
-            return None
+        st = os.fstat(fd)
     except OSError:
+        return None
+    if st.st_size == 0 or not _kernel_answers(fd, st.st_uid):
         return None
     length = mmap.PAGESIZE
     addr = libc.mmap(None, length, mmap.PROT_READ, mmap.MAP_SHARED, fd, 0)

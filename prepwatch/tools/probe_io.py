@@ -462,6 +462,11 @@ def judge(report: Report) -> Verdict:
             f"{cold.cached_share:.0%} of the first-touch files were already in the page cache: "
             "cold numbers are optimistic (--evict drops their data first; metadata stays cached)"
         )
+    if cold.first_touch and cold.files and cold.cached_share is None:
+        report.notes.append(
+            "whether the first-touch files were already in the page cache is unknown: Linux tells "
+            "only a file's owner or a process that may write it (cold numbers may be optimistic)"
+        )
     if (
         top > low and efficiency < SCALING_OK and verdict.kind != "latency_bound"
         and base is not None and base.total.p50 >= PROBE_NOISE_S
