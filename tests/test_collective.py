@@ -52,7 +52,8 @@ def test_gradients_unchanged_and_the_rank_that_waits_least_is_the_straggler(tmp_
     print("mean collective wait per rank with rank 2 slow:", waits)
     # ranks 0 and 1 sit in the all-reduce while rank 2 sleeps 0.2 s after its backward
     assert waits[0] > 0.1 and waits[1] > 0.1, waits
-    assert waits[2] < 0.05, waits
+    # relative, not absolute: a stall on a fast rank (2 cores, 3 ranks) makes rank 2 wait too
+    assert waits[2] < 0.5 * min(waits[0], waits[1]), waits
 
 
 def test_ddp_refuses_a_model_that_is_not_ddp(watch):
