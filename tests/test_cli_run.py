@@ -139,7 +139,7 @@ def test_demo_runs_and_prints_a_status_line():
     assert out.returncode == 0, out.stderr[-2000:]
     assert "metrics at http://127.0.0.1:" in out.stdout
     assert re.search(r"steps/s .* data-wait .* step p50 .* p99", out.stdout), out.stdout
-    assert time.monotonic() - t0 < 60
+    assert time.monotonic() - t0 < 100  # an 8 s demo that stops (startup is slow on a busy machine)
 
 
 IDLE_RANK = """

@@ -94,7 +94,8 @@ def test_waits_are_what_the_loop_waits_for_a_slow_generator(watch):
         pass
     c = counts(watch.url)
     assert c["wait_n"] == 5
-    assert 5 * 0.05 <= c["wait_sum"] < 5 * 0.05 + 0.2
+    # at least the sleeps; under twice them (counted once, with room for a busy machine)
+    assert 5 * 0.05 <= c["wait_sum"] < 2 * 5 * 0.05
 
 
 class Prefetcher:
