@@ -8,7 +8,7 @@ import pytest
 from helpers import parse, value
 
 from prepwatch.agent import exposition, snapshot_validation
-from prepwatch.agent.merge import collapse_class_series
+from prepwatch.agent.merge import ClassMerger
 from prepwatch.context import Context
 from prepwatch.exporter import snapshot
 from prepwatch.exporter.text import encode_text
@@ -54,7 +54,7 @@ def _ranks(*specs):
 
 def test_class_series_are_merged_across_ranks_with_the_rules_reductions():
     sources, per_rank = _ranks((0, 0), (1, 1), (2, 2))
-    merged = parse(served(collapse_class_series(sources)).decode())
+    merged = parse(served(ClassMerger().collapse(sources)).decode())
 
     def names(samples, name):
         return [dict(lab) for (n, lab) in samples if n == name]
@@ -81,19 +81,19 @@ def test_class_series_are_merged_across_ranks_with_the_rules_reductions():
     # the loop's families stay per rank
     assert {lab.get("rank") for lab in names(merged, "prepwatch_internal_errors_total")} == {"0", "1", "2"}
     # one HELP/TYPE per family in the merged exposition
-    body = served(collapse_class_series(sources)).decode()
+    body = served(ClassMerger().collapse(sources)).decode()
     types = [line.split()[2] for line in body.splitlines() if line.startswith("# TYPE ")]
     assert len(types) == len(set(types))
 
 
 def test_without_class_series_nothing_changes():
     sources = [({"run": "a", "rank": "0"}, [])]
-    assert collapse_class_series(sources) == sources
+    assert ClassMerger().collapse(sources) == sources
 
 
 def test_one_rank_keeps_its_values_and_loses_only_the_rank_label():
     sources, per_rank = _ranks((0, 0))
-    merged = parse(served(collapse_class_series(sources)).decode())
+    merged = parse(served(ClassMerger().collapse(sources)).decode())
     def health(name: str) -> bool:
         return name.startswith(("prepwatch_class", "prepwatch_accuracy", "prepwatch_eval"))
 
@@ -107,7 +107,7 @@ def test_ranks_with_different_series_are_merged_series_by_series():
     """Ranks usually export the same classes in the same order (reduced column-wise); a
     rank with another class count takes the line-by-line path, with the same result."""
     sources, per_rank = _ranks((0, 0, 5), (1, 1, 7))
-    merged = parse(served(collapse_class_series(sources)).decode())
+    merged = parse(served(ClassMerger().collapse(sources)).decode())
     for c in range(7):
         before = [value(per_rank, "prepwatch_class_samples_total", split="train", rank=str(r),
                         **{"class": str(c)}) for r in range(2)]
@@ -129,7 +129,7 @@ def test_in_process_readers_get_exactly_the_samples_served():
     h.labels("s").observe(0.3)
     sources = [snapshot_validation.decode(snapshot.encode(ctx.registry, {"run": "job", "rank": 3}))]
     sources += _ranks((0, 0), (1, 1))[0]
-    families = exposition.assemble(collapse_class_series(sources), [])
+    families = exposition.assemble(ClassMerger().collapse(sources), [])
 
     def samples(metrics):
         return {(s.name, tuple(sorted(s.labels.items()))): s.value for m in metrics for s in m.samples}

@@ -113,11 +113,6 @@ class ClassMerger:
         return out
 
 
-def collapse_class_series(sources: Iterable[Source]) -> list[Source]:
-    """One merge, without memory of an earlier scrape (see :class:`ClassMerger`)."""
-    return ClassMerger().collapse(sources)
-
-
 _SAMPLE = re.compile(r"(.*\}) (\S+)(?: \S+)?\n")  # label set, value (a timestamp is dropped)
 _ARRAY_REDUCERS: dict[Callable[[list[float]], float], Callable[..., np.ndarray]] = {
     sum: np.sum, _mean: np.mean, max: np.max, min: np.min,
