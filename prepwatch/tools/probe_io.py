@@ -464,8 +464,9 @@ def judge(report: Report) -> Verdict:
         )
     if cold.first_touch and cold.files and cold.cached_share is None:
         report.notes.append(
-            "whether the first-touch files were already in the page cache is unknown: Linux tells "
-            "only a file's owner or a process that may write it (cold numbers may be optimistic)"
+            "whether the first-touch files were already in the page cache is unknown (Linux tells "
+            "only a file's owner or a process that may write it; some files cannot be mapped to "
+            "ask): cold numbers may be optimistic"
         )
     if (
         top > low and efficiency < SCALING_OK and verdict.kind != "latency_bound"
